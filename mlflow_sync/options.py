@@ -1,0 +1,36 @@
+"""Option types shared by every command, declared once (``Annotated``, as in the ``hf`` CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="YAML profile (see configs/); options given here override it.",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for machines.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")]
+
+SourceOpt = Annotated[
+    Optional[str],
+    typer.Option("--source", "-s", help="Source: http(s) tracking URI, database URI (sqlite:///, postgresql://, "
+                 "mysql://) or SageMaker ARN.", show_default=False),
+]
+TargetOpt = Annotated[
+    Optional[str],
+    typer.Option("--target", "-t", help="Target: http(s) tracking URI, database URI or SageMaker ARN.",
+                 show_default=False),
+]
+MaxRpsOpt = Annotated[
+    Optional[float],
+    typer.Option("--max-rps", min=0.01, help="Request budget per server, requests/second (e.g. 25 for a "
+                 "Small SageMaker tracking server).", show_default=False),
+]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, max=64, help="Parallel workers.",
+                                                   show_default=False)]
