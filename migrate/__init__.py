@@ -1,0 +1,1 @@
+"""Export, import and one-shot migration between MLflow servers."""

@@ -1,0 +1,614 @@
+"""Lean export: every object kind the source server holds, in a few requests per run.
+
+Requests per run at the source: runs are read 1,000 per ``runs/search`` page; metric histories
+come 100 runs per request and metric key from ``get-history-bulk`` (full histories, checked for
+truncation); artifacts cost one listing per directory and one download per file. Logged models,
+traces and registered models (prompts included) are paged the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mlflow_sync.connection import Server, paged
+from mlflow_sync.histories import HistoryReader
+from mlflow_sync.migrate.layout import ExportLayout, encode_float, write_json
+from mlflow_sync.migrate.manifest import build_manifest
+from mlflow_sync.migrate.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+RUNS_PAGE = 1000
+HISTORY_RUNS_PER_REQUEST = 100  # MLflow's limit for get-history-bulk
+PROMPT_TAG = "mlflow.prompt.is_prompt"
+
+
+@dataclass
+class ExportFilters:
+    """What to export. Empty lists mean everything."""
+
+    experiments: list[str] = field(default_factory=list)  # names or ids
+    models: list[str] = field(default_factory=list)  # registered model / prompt names
+    since_ms: int | None = None  # run start_time >= since
+    until_ms: int | None = None  # run start_time < until
+    include_deleted_runs: bool = False
+
+
+def lacking_kinds(capabilities) -> list[str]:
+    """Object kinds the source server cannot hold (an older MLflow), detected from the server itself."""
+    return [kind for kind in ("logged_models", "traces", "prompts", "evaluation_datasets")
+            if not getattr(capabilities, kind)]
+
+
+class Exporter:
+    def __init__(self, source: Server, layout: ExportLayout, *, filters: ExportFilters | None = None, workers: int = 8,
+                 progress=None):
+        self.source = source
+        self.client = source.client
+        self.layout = layout
+        self.filters = filters or ExportFilters()
+        self.workers = workers
+        self.outcome = Outcome()
+        self.progress = progress
+        self._history_reader = HistoryReader(source)
+        self._selected_runs: set[str] = set()
+        self._model_inputs_possible = False
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def export(self) -> dict:
+        """Export everything selected, then write the manifest; returns the manifest."""
+        capabilities = self.source.capabilities()
+        lacking = lacking_kinds(capabilities)
+        if lacking:
+            log.warning("the source %s (MLflow %s) has no %s: %s not exported", self.source.display,
+                        capabilities.version or "of unknown version", ", ".join(k.replace("_", " ") for k in lacking),
+                        "they are" if len(lacking) > 1 else "it is")
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        experiments = self._experiments()
+        self._model_inputs_possible = capabilities.logged_models and self._any_logged_model(experiments)
+        for experiment in experiments:
+            self._export_experiment(experiment)
+        for experiment in experiments:
+            self._export_runs(experiment)
+            if capabilities.logged_models:
+                self._export_logged_models(experiment)
+            if capabilities.traces:
+                self._export_traces(experiment)
+        self._export_registered_models()
+        if capabilities.evaluation_datasets:
+            self._export_evaluation_datasets(experiments)
+        counts = self._counts()
+        if capabilities.evaluation_datasets:  # present (even 0): the export holds this source's datasets
+            counts.setdefault("evaluation_datasets", 0)
+        return build_manifest(
+            self.layout,
+            source={
+                "server": self.source.display,
+                "kind": self.source.spec.kind,
+                "mlflow_version": capabilities.version,
+                "capabilities": {k: v for k, v in asdict(capabilities).items() if k != "version"},
+                "lacks": lacking,
+            },
+            counts=counts,
+            options={
+                "experiments": self.filters.experiments,
+                "models": self.filters.models,
+                "since_ms": self.filters.since_ms,
+                "until_ms": self.filters.until_ms,
+                "include_deleted_runs": self.filters.include_deleted_runs,
+            },
+        )
+
+    def plan(self) -> dict:
+        """What an export would hold, per kind, without writing anything: counts and artifact bytes.
+
+        Costs what the export's listings cost (searches, one artifact listing per directory),
+        none of its downloads.
+        """
+        from mlflow.entities import ViewType
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        capabilities = self.source.capabilities()
+        counts = {"experiments": 0, "runs": 0, "logged_models": 0, "traces": 0}
+        artifact_bytes = {"runs": 0, "logged_models": 0}
+
+        def size_of(uri: str | None) -> int:
+            if not uri:
+                return 0
+            repo = get_artifact_repository(uri, tracking_uri=self.source.tracking_uri)
+            return sum(entry.file_size or 0 for entry in _list_entries(repo, None))
+
+        view = ViewType.ALL if self.filters.include_deleted_runs else ViewType.ACTIVE_ONLY
+        for experiment in self._experiments():
+            counts["experiments"] += 1
+            if experiment.lifecycle_stage == "deleted" and not self.filters.include_deleted_runs:
+                continue
+            for run in paged(lambda token, e=experiment: self.client.search_runs(
+                    [e.experiment_id], filter_string=self._run_filter() or "", run_view_type=view,
+                    max_results=RUNS_PAGE, page_token=token)):
+                counts["runs"] += 1
+                self._selected_runs.add(run.info.run_id)
+                artifact_bytes["runs"] += size_of(run.info.artifact_uri)
+            if capabilities.logged_models:
+                for model in paged(lambda token, e=experiment: self.client.search_logged_models(
+                        experiment_ids=[e.experiment_id], max_results=100, page_token=token)):
+                    counts["logged_models"] += 1
+                    artifact_bytes["logged_models"] += size_of(model.artifact_location)
+            if capabilities.traces:
+                counts["traces"] += sum(1 for _ in paged(lambda token, e=experiment: self.client.search_traces(
+                    locations=[e.experiment_id], max_results=100, page_token=token, include_spans=False)))
+        for kind, versions_kind, records in (("registered_models", "model_versions", self._selected_models(False)),
+                                             ("prompts", "prompt_versions", self._selected_models(True))):
+            counts[kind] = len(records)
+            counts[versions_kind] = sum(n for _, n in records)
+        if capabilities.evaluation_datasets:
+            counts["evaluation_datasets"] = sum(1 for _ in self._selected_datasets(self._experiments()))
+        return {"source": self.source.display, "mlflow_version": capabilities.version, "counts": counts,
+                "bytes": artifact_bytes, "source_lacks": lacking_kinds(capabilities)}
+
+    def _selected_models(self, prompts: bool) -> list[tuple[str, int]]:
+        """(name, number of versions) of the registered models, or prompts, the filters select."""
+        if prompts and not self.source.capabilities().prompts:
+            return []
+        wanted = set(self.filters.models)
+        condition = f"tags.`{PROMPT_TAG}` = 'true'" if prompts else None
+        selected = []
+        for model in paged(lambda token: self.client.search_registered_models(
+                filter_string=condition, max_results=1000, page_token=token)):
+            if wanted and model.name not in wanted:
+                continue
+            versions = self._prompt_versions(model) if prompts else list(paged(
+                lambda token, m=model: self.client.search_model_versions(
+                    filter_string=f"name = '{_quote(m.name)}'", max_results=10000, page_token=token)))
+            if not prompts and self._outside_run_filter(model.name, versions):
+                continue
+            selected.append((model.name, len(versions)))
+        return selected
+
+    def _counts(self) -> dict:
+        counts = {"experiments": len(self.layout.experiment_files()), "runs": 0, "traces": 0}
+        for path in self.layout.experiment_files():
+            counts["runs"] += len(list((path.parent / "runs").glob("*/run.json")))
+            counts["traces"] += len(list((path.parent / "traces").glob("*.json")))
+        counts["logged_models"] = len(self.layout.logged_model_files())
+        from mlflow_sync.migrate.layout import read_json
+
+        models = [read_json(p) for p in self.layout.registered_model_files()]
+        prompts = [read_json(p) for p in self.layout.prompt_files()]
+        counts["registered_models"] = len(models)
+        counts["model_versions"] = sum(len(m["versions"]) for m in models)
+        counts["prompts"] = len(prompts)
+        counts["prompt_versions"] = sum(len(m["versions"]) for m in prompts)
+        datasets = [read_json(p) for p in self.layout.evaluation_dataset_files()]
+        if datasets:
+            counts["evaluation_datasets"] = len(datasets)
+            counts["evaluation_dataset_records"] = sum(len(d["records"]) for d in datasets)
+        counts["metric_points"] = self.outcome.done.get("metric_points", 0) or None
+        counts = {k: v for k, v in counts.items() if v is not None}
+        return counts
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def _experiments(self) -> list:
+        from mlflow.entities import ViewType
+
+        wanted = set(self.filters.experiments)
+        experiments = [
+            e for e in paged(lambda token: self.client.search_experiments(
+                view_type=ViewType.ALL, max_results=1000, page_token=token))
+            if not wanted or e.name in wanted or e.experiment_id in wanted
+        ]
+        missing = wanted - {e.name for e in experiments} - {e.experiment_id for e in experiments}
+        if missing:
+            from mlflow_sync.errors import UsageError
+
+            raise UsageError(f"no experiment named {sorted(missing)[0]!r} on the source {self.source.display}")
+        return experiments
+
+    def _any_logged_model(self, experiments) -> bool:
+        """Could a run have logged models as inputs? Only if the selected experiments hold any.
+
+        ``runs/search`` answers without model inputs (MLflow loads them in ``runs/get`` only), so
+        when logged models exist each run costs one ``runs/get`` more; without any, nothing more.
+        """
+        ids = [e.experiment_id for e in experiments]
+        return any(
+            self.client.search_logged_models(experiment_ids=ids[start:start + 50], max_results=1)
+            for start in range(0, len(ids), 50)
+        )
+
+    def _export_experiment(self, experiment) -> None:
+        write_json(self.layout.experiment_file(experiment.experiment_id), {
+            "experiment_id": experiment.experiment_id,
+            "name": experiment.name,
+            "artifact_location": experiment.artifact_location,
+            "lifecycle_stage": experiment.lifecycle_stage,
+            "creation_time": experiment.creation_time,
+            "last_update_time": experiment.last_update_time,
+            "tags": dict(experiment.tags),
+        })
+        self.outcome.count("experiments")
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def _run_filter(self) -> str | None:
+        clauses = []
+        if self.filters.since_ms is not None:
+            clauses.append(f"attributes.start_time >= {int(self.filters.since_ms)}")
+        if self.filters.until_ms is not None:
+            clauses.append(f"attributes.start_time < {int(self.filters.until_ms)}")
+        return " and ".join(clauses) or None
+
+    def _export_runs(self, experiment) -> None:
+        from mlflow.entities import ViewType
+
+        view = ViewType.ALL if self.filters.include_deleted_runs else ViewType.ACTIVE_ONLY
+        if experiment.lifecycle_stage == "deleted" and not self.filters.include_deleted_runs:
+            return
+        experiment_id = experiment.experiment_id
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=self._run_filter() or "", run_view_type=view,
+                max_results=RUNS_PAGE, page_token=token,
+            )
+            self._selected_runs.update(r.info.run_id for r in page)
+            pending = [r for r in page if not self.layout.run_file(experiment_id, r.info.run_id).exists()]
+            self.outcome.skip("runs", len(page) - len(pending))
+            for start in range(0, len(pending), HISTORY_RUNS_PER_REQUEST):
+                chunk = pending[start:start + HISTORY_RUNS_PER_REQUEST]
+                histories = self.outcome.attempt(
+                    "metric histories", f"{len(chunk)} runs of experiment {experiment.name}", experiment_id,
+                    lambda chunk=chunk: self._histories(chunk),
+                )
+                if histories is None:
+                    continue  # reported; these runs are not written, so a re-run exports them
+                with ThreadPoolExecutor(self.workers) as pool:
+                    list(pool.map(lambda run: self._export_one_run(run, histories[run.info.run_id]), chunk))
+            token = page.token
+            if not token:
+                return
+
+    def _export_one_run(self, run, history: dict) -> None:
+        def action(run=run):
+            if self._model_inputs_possible:
+                run = self.client.get_run(run.info.run_id)  # runs/search leaves out model inputs
+            run_dir = self.layout.run_dir(run.info.experiment_id, run.info.run_id)
+            artifacts = self._download(run.info.artifact_uri, run_dir / "artifacts")
+            write_json(run_dir / "run.json", run_record(run, history, artifacts))
+            return True
+
+        if self.outcome.attempt("run", run.info.run_name or run.info.run_id, run.info.run_id, action):
+            self.outcome.count("runs")
+        if self.progress:
+            self.progress()
+
+    def _histories(self, runs) -> dict[str, dict[str, list]]:
+        """Full metric histories of these runs: {run_id: {key: [[step, timestamp, value], ...]}}."""
+        result: dict[str, dict[str, list]] = {r.info.run_id: {} for r in runs}
+        keys: dict[str, list[str]] = defaultdict(list)
+        for run in runs:
+            for key in run.data.metrics:
+                keys[key].append(run.info.run_id)
+        for key, run_ids in keys.items():
+            for metric in self._history_reader.fetch(run_ids, key):
+                result[metric["run_id"]].setdefault(key, []).append(
+                    [metric["step"], metric["timestamp"], encode_float(metric["value"])]
+                )
+        points = sum(len(h) for per_run in result.values() for h in per_run.values())
+        self.outcome.count("metric_points", points)
+        return result
+
+    def _download(self, artifact_uri: str | None, destination: Path) -> list[str]:
+        """Download every artifact under ``artifact_uri``; returns their relative paths."""
+        if not artifact_uri:
+            return []
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        if destination.exists():
+            shutil.rmtree(destination)  # a half-finished earlier attempt
+        repo = get_artifact_repository(artifact_uri, tracking_uri=self.source.tracking_uri)
+        files = list(_list_files(repo, None))
+        if files:
+            destination.mkdir(parents=True, exist_ok=True)
+            for path in files:
+                target = destination / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                repo._download_file(path, str(target))
+        return files
+
+    # -- logged models ---------------------------------------------------------------------------
+
+    def _export_logged_models(self, experiment) -> None:
+        models = paged(lambda token: self.client.search_logged_models(
+            experiment_ids=[experiment.experiment_id], max_results=100, page_token=token))
+        for model in models:
+            def action(model=model):
+                model_dir = self.layout.logged_model_dir(model.model_id)
+                artifacts = self._download(model.artifact_location, model_dir / "artifacts")
+                write_json(model_dir / "logged_model.json", logged_model_record(model, artifacts))
+                return True
+
+            if self.outcome.attempt("logged model", model.name, model.model_id, action) is not None:
+                self.outcome.count("logged_models")
+
+    # -- traces --------------------------------------------------------------------------------
+
+    def _export_traces(self, experiment) -> None:
+        """Every trace, with its spans where the source has them.
+
+        Upstream defect (see upstream.py, "traces without spans"): ``search_traces(include_spans=True)``
+        silently leaves out a trace whose span data cannot be downloaded. The trace infos come
+        from a search without spans, the spans from a second search; a trace missing from the
+        second is exported without spans, with a warning. MLflow downloads span files stored as
+        artifacts through its *global* tracking URI, hence ``activate()``.
+        """
+        def search(include_spans: bool):
+            return paged(lambda token: self.client.search_traces(
+                locations=[experiment.experiment_id], max_results=100, page_token=token, include_spans=include_spans))
+
+        with self.source.activate():  # span files behind mlflow-artifacts:/ resolve through the global URI
+            with_spans = {trace.info.trace_id: trace for trace in search(include_spans=True)}
+        for info_only in search(include_spans=False):
+            trace_id = info_only.info.trace_id
+            trace = with_spans.get(trace_id, info_only)
+            record = trace.to_dict()
+            if not trace.data.spans:
+                log.warning("trace %s of experiment %r has no spans on the source; exported without spans",
+                            trace_id, experiment.name)
+            write_json(self.layout.trace_file(experiment.experiment_id, trace_id), record)
+            self.outcome.count("traces")
+
+    # -- registered models and prompts ---------------------------------------------------------
+
+    def _export_registered_models(self) -> None:
+        wanted = set(self.filters.models)
+        for is_prompt in (False, True):
+            if is_prompt and not self.source.capabilities().prompts:
+                continue
+            condition = f"tags.`{PROMPT_TAG}` = 'true'" if is_prompt else None
+            models = paged(lambda token: self.client.search_registered_models(
+                filter_string=condition, max_results=1000, page_token=token))
+            for model in models:
+                if wanted and model.name not in wanted:
+                    continue
+
+                def action(model=model, is_prompt=is_prompt):
+                    if is_prompt:
+                        write_json(self.layout.prompt_file(model.name), prompt_record(model, self._prompt_versions(model)))
+                        return True
+                    versions = list(paged(lambda token: self.client.search_model_versions(
+                        filter_string=f"name = '{_quote(model.name)}'", max_results=10000, page_token=token)))
+                    if self._outside_run_filter(model.name, versions):
+                        return False
+                    write_json(self.layout.registered_model_file(model.name), registered_model_record(model, versions))
+                    return True
+
+                kind = "prompt" if is_prompt else "registered model"
+                if self.outcome.attempt(kind, model.name, model.name, action):
+                    self.outcome.count("prompts" if is_prompt else "registered_models")
+
+
+    def _outside_run_filter(self, name: str, versions: list) -> bool:
+        """With experiment or time filters and no --model, a registered model goes along only if
+        its versions come from exported runs: a version cannot point at a run left behind."""
+        run_filtered = self.filters.experiments or self.filters.since_ms is not None \
+            or self.filters.until_ms is not None
+        if not run_filtered or self.filters.models:
+            return False
+        outside = [v.version for v in versions if v.run_id and v.run_id not in self._selected_runs]
+        if outside:
+            log.info("registered model %r left out: versions %s come from runs outside the filters "
+                     "(name it with --model to export it anyway)", name, ", ".join(map(str, outside)))
+        return bool(outside)
+
+    # -- evaluation datasets ---------------------------------------------------------------------
+
+    def _selected_datasets(self, experiments):
+        """(dataset, its experiment ids): every dataset, or with --experiment those linked to a selected one."""
+        store = self.client._tracking_client.store  # the entity's lazy reads go through the *global* store
+        selected = {e.experiment_id for e in experiments}
+        for dataset in paged(lambda token: self.client.search_datasets(max_results=1000, page_token=token)):
+            experiment_ids = list(store.get_dataset_experiment_ids(dataset.dataset_id))
+            if not self.filters.experiments or selected.intersection(experiment_ids):
+                yield dataset, experiment_ids
+
+    def _export_evaluation_datasets(self, experiments) -> None:
+        """One file per GenAI evaluation dataset: name, tags, linked experiments and every record."""
+        store = self.client._tracking_client.store
+        for dataset, experiment_ids in self._selected_datasets(experiments):
+            def action(dataset=dataset, experiment_ids=experiment_ids):
+                rows, _ = store._load_dataset_records(dataset.dataset_id, max_results=None)
+                write_json(self.layout.evaluation_dataset_file(dataset.dataset_id),
+                           evaluation_dataset_record(dataset, experiment_ids, rows))
+                return True
+
+            if self.outcome.attempt("evaluation dataset", dataset.name, dataset.dataset_id, action):
+                self.outcome.count("evaluation_datasets")
+
+    def _prompt_versions(self, prompt) -> list:
+        return list(paged(lambda token: self.client.search_prompt_versions(
+            prompt.name, max_results=1000, page_token=token)))
+
+
+def _aliases_dict(model) -> dict:
+    return {alias.alias: alias.version for alias in _aliases(model)}
+
+
+def _quote(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _list_entries(repo, path: str | None):
+    """Every file (FileInfo: path and size) under ``path`` of an artifact repository."""
+    for entry in repo.list_artifacts(path):
+        if entry.is_dir:
+            yield from _list_entries(repo, entry.path)
+        else:
+            yield entry
+
+
+def _list_files(repo, path: str | None):
+    for entry in _list_entries(repo, path):
+        yield entry.path
+
+
+# -- records (the JSON documents of docs/export-format.md) --------------------------------------
+
+
+def run_record(run, history: dict, artifacts: list[str]) -> dict:
+    info = run.info
+    inputs = run.inputs
+    outputs = getattr(run, "outputs", None)
+    return {
+        "info": {
+            "run_id": info.run_id,
+            "run_name": info.run_name,
+            "experiment_id": info.experiment_id,
+            "user_id": info.user_id,
+            "status": info.status,
+            "start_time": info.start_time,
+            "end_time": info.end_time,
+            "lifecycle_stage": info.lifecycle_stage,
+            "artifact_uri": info.artifact_uri,
+        },
+        "params": dict(run.data.params),
+        "tags": dict(run.data.tags),
+        "metrics": history,
+        "inputs": {
+            "datasets": [
+                {
+                    "dataset": {
+                        "name": d.dataset.name,
+                        "digest": d.dataset.digest,
+                        "source_type": d.dataset.source_type,
+                        "source": d.dataset.source,
+                        "schema": d.dataset.schema,
+                        "profile": d.dataset.profile,
+                    },
+                    "tags": {t.key: t.value for t in d.tags},
+                }
+                for d in (inputs.dataset_inputs if inputs else [])
+            ],
+            "models": [m.model_id for m in (getattr(inputs, "model_inputs", None) or [])] if inputs else [],
+        },
+        "outputs": {
+            "models": [{"model_id": m.model_id, "step": m.step} for m in (getattr(outputs, "model_outputs", None) or [])]
+        },
+        "artifacts": artifacts,
+    }
+
+
+def logged_model_record(model, artifacts: list[str]) -> dict:
+    return {
+        "model_id": model.model_id,
+        "experiment_id": model.experiment_id,
+        "name": model.name,
+        "source_run_id": model.source_run_id,
+        "model_type": model.model_type,
+        "status": str(model.status),
+        "status_message": model.status_message,
+        "artifact_location": model.artifact_location,
+        "creation_timestamp": model.creation_timestamp,
+        "last_updated_timestamp": model.last_updated_timestamp,
+        "tags": dict(model.tags),
+        "params": dict(model.params),
+        "metrics": [
+            {
+                "key": m.key, "value": encode_float(m.value), "timestamp": m.timestamp, "step": m.step,
+                "run_id": m.run_id, "dataset_name": m.dataset_name, "dataset_digest": m.dataset_digest,
+            }
+            for m in (model.metrics or [])
+        ],
+        "artifacts": artifacts,
+    }
+
+
+def registered_model_record(model, versions) -> dict:
+    return {
+        "name": model.name,
+        "description": model.description,
+        "creation_timestamp": model.creation_timestamp,
+        "last_updated_timestamp": model.last_updated_timestamp,
+        "tags": dict(model.tags),
+        "aliases": {alias.alias: alias.version for alias in _aliases(model)},
+        "versions": sorted(
+            (
+                {
+                    "version": int(v.version),
+                    "source": v.source,
+                    "run_id": v.run_id,
+                    "model_id": getattr(v, "model_id", None),
+                    "status": v.status,
+                    "current_stage": v.current_stage,
+                    "description": v.description,
+                    "user_id": v.user_id,
+                    "run_link": v.run_link,
+                    "creation_timestamp": v.creation_timestamp,
+                    "tags": dict(v.tags),
+                }
+                for v in versions
+            ),
+            key=lambda v: v["version"],
+        ),
+    }
+
+
+def prompt_record(prompt, versions) -> dict:
+    return {
+        "name": prompt.name,
+        "description": prompt.description,
+        "creation_timestamp": prompt.creation_timestamp,
+        "tags": dict(prompt.tags),
+        "aliases": _aliases_dict(prompt),
+        "versions": sorted(
+            (
+                {
+                    "version": int(v.version),
+                    "template": v.template,
+                    "commit_message": v.commit_message,
+                    "tags": {k: val for k, val in (v.tags or {}).items()},
+                    "response_format": v.response_format,
+                    "model_config": v.model_config.to_dict() if hasattr(v.model_config, "to_dict") else v.model_config,
+                    "creation_timestamp": v.creation_timestamp,
+                    "user_id": v.user_id,
+                }
+                for v in versions
+            ),
+            key=lambda v: v["version"],
+        ),
+    }
+
+
+DATASET_RECORD_KEYS = ("inputs", "expectations", "outputs", "tags", "source", "created_time", "created_by")
+"""What an evaluation-dataset record keeps; its id and update times are the source server's own."""
+
+
+def evaluation_dataset_record(dataset, experiment_ids: list[str], rows) -> dict:
+    return {
+        "dataset_id": dataset.dataset_id,
+        "name": dataset.name,
+        "tags": dict(dataset.tags or {}),
+        "experiment_ids": sorted(experiment_ids),
+        "created_time": dataset.created_time,
+        "created_by": dataset.created_by,
+        "records": [
+            {key: value for key, value in row.to_dict().items() if key in DATASET_RECORD_KEYS and value is not None}
+            for row in rows
+        ],
+    }
+
+
+def _aliases(model):
+    from mlflow.entities.model_registry import RegisteredModelAlias
+
+    aliases = model.aliases
+    if isinstance(aliases, dict):  # some MLflow versions expose {alias: version}
+        return [RegisteredModelAlias(a, v) for a, v in aliases.items()]
+    return aliases or []

@@ -1,0 +1,176 @@
+"""The plain functions behind ``mlflow-sync export``, ``import`` and ``migrate`` (the CLI only parses)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow_sync import output
+from mlflow_sync.connection import Server
+from mlflow_sync.errors import UsageError
+from mlflow_sync.migrate.exporter import ExportFilters, Exporter
+from mlflow_sync.migrate.importer import ImportOptions, Importer
+from mlflow_sync.migrate.journal import Journal
+from mlflow_sync.migrate.layout import ExportLayout, read_json, write_json
+from mlflow_sync.migrate.location import ExportLocation
+from mlflow_sync.migrate.manifest import load_manifest
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "journal.jsonl"
+REPORT = "report.json"
+
+
+@dataclass
+class MigrateResult:
+    """What a job did, written as ``report.json`` in the work directory."""
+
+    action: str
+    work_dir: str | None
+    counts: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0
+    requests: dict = field(default_factory=dict)
+    id_map: list[str] = field(default_factory=list)
+    validation: dict | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _progress_callback(bar, task):
+    return lambda: bar.advance(task)
+
+
+def export(source: Server, to: str, *, filters: ExportFilters, workers: int, staging: Path | None = None) -> dict:
+    """Export the source into ``to`` (directory or s3://); returns the manifest."""
+    started = time.monotonic()
+    location = ExportLocation(to, staging)
+    if location.layout.manifest.exists():
+        location.layout.manifest.unlink()  # a re-export: the old manifest no longer describes the files
+    with output.progress() as bar:
+        task = bar.add_task("export runs", total=None)
+        exporter = Exporter(source, location.layout, filters=filters, workers=workers,
+                            progress=_progress_callback(bar, task))
+        manifest = exporter.export()
+    location.publish()
+    manifest["failures"] = exporter.outcome.as_dict()["failures"]
+    manifest["seconds"] = round(time.monotonic() - started, 2)
+    manifest["requests"] = source.requests_by_endpoint()
+    exporter.outcome.raise_if_failed(f"export to {location.uri}")
+    return manifest
+
+
+def import_export(target: Server, source_location: str, work_dir: Path, *, options: ImportOptions) -> MigrateResult:
+    """Import an export into the target, journaled in ``work_dir``; writes the ID map and report."""
+    started = time.monotonic()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    location = ExportLocation(source_location, work_dir / "staged-export")
+    layout = location.fetch()
+    journal = Journal(work_dir / JOURNAL)
+    try:
+        manifest = load_manifest(layout)
+        with output.progress() as bar:
+            task = bar.add_task("import runs", total=manifest["counts"].get("runs"))
+            importer = Importer(target, layout, journal, options, progress=_progress_callback(bar, task))
+            outcome = importer.run()
+        id_map = journal.write_id_map(work_dir)
+    finally:
+        journal.close()
+    result = MigrateResult(
+        action="import", work_dir=str(work_dir), counts={"imported": dict(outcome.done),
+                                                          "already_there": dict(outcome.skipped)},
+        failures=outcome.as_dict()["failures"], seconds=round(time.monotonic() - started, 2),
+        requests=target.requests_by_endpoint(), id_map=[str(p) for p in id_map],
+    )
+    write_json(work_dir / REPORT, result.as_dict())
+    outcome.raise_if_failed(f"import into {target.display} (report: {work_dir / REPORT})")
+    return result
+
+
+def import_plan(source_location: str, work_dir: Path | None) -> dict:
+    """--dry-run of an import: counts and bytes per kind from the manifest, minus what is journaled."""
+    location = ExportLocation(source_location, (work_dir / "staged-export") if work_dir else None)
+    if location.is_remote:
+        raise UsageError("--dry-run of an s3:// import needs the export locally: download it, or run without "
+                         "--dry-run")
+    manifest = load_manifest(location.layout)
+    bytes_by_kind: dict[str, int] = {}
+    for relative, info in manifest["files"].items():
+        kind = "artifacts" if "/artifacts/" in relative else relative.split("/", 1)[0]
+        bytes_by_kind[kind] = bytes_by_kind.get(kind, 0) + info["size"]
+    journaled: dict[str, int] = {}
+    if work_dir and (work_dir / JOURNAL).exists():
+        journal = Journal(work_dir / JOURNAL)
+        for entry in journal.entries():
+            if entry["state"] == "done":
+                journaled[entry["kind"]] = journaled.get(entry["kind"], 0) + 1
+        journal.close()
+    return {"counts": manifest["counts"], "bytes": bytes_by_kind, "already_imported": journaled,
+            "source": manifest["source"]}
+
+
+def export_plan(source: Server, filters: ExportFilters) -> dict:
+    """--dry-run of an export or a migration: counts and artifact bytes per kind; writes nothing."""
+    return Exporter(source, ExportLayout(Path("/nonexistent")), filters=filters).plan()
+
+
+def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFilters, options: ImportOptions,
+            validate: bool = True) -> MigrateResult:
+    """Export into ``work_dir/export`` (resumable), import (journaled), then validate the target."""
+    started = time.monotonic()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = work_dir / "export"
+    export(source, str(export_dir), filters=filters, workers=options.workers)
+    result = import_export(target, str(export_dir), work_dir, options=options)
+    result.action = "migrate"
+    result.seconds = round(time.monotonic() - started, 2)
+    result.requests = {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()}
+    if validate:
+        result.validation = validate_target(source, target, work_dir, filtered=_is_filtered(filters),
+                                            workers=options.workers)
+    write_json(work_dir / REPORT, result.as_dict())
+    if result.validation and not result.validation.get("ok", True):
+        from mlflow_sync.errors import MismatchError
+
+        raise MismatchError(f"validation found differences: {result.validation['summary']} "
+                            f"(report: {result.validation['html']})")
+    return result
+
+
+def _is_filtered(filters: ExportFilters) -> bool:
+    return bool(filters.experiments or filters.models or filters.since_ms or filters.until_ms)
+
+
+def validate_target(source: Server, target: Server, work_dir: Path, *, filtered: bool, workers: int) -> dict:
+    """The validate step of ``migrate``: the validator compares source and target, reports go to the work dir.
+
+    The target may hold objects of its own (``one_way``). A filtered migration is not validated
+    here: the validator compares whole servers (run ``mlflow-sync validate`` with ``--ignore``).
+    """
+    if filtered:
+        output.info("filtered migration: validation skipped (run `mlflow-sync validate` with --ignore patterns)")
+        return {"ok": True, "skipped": "filtered migration"}
+    from mlflow_sync.validate import ReportFiles, ValidateOptions, ValidationMismatch, validate_and_report
+
+    files = ReportFiles(json=work_dir / "validation.json", html=work_dir / "validation.html")
+    try:
+        report = validate_and_report(source, target, ValidateOptions(one_way=True, metric_history=True,
+                                                                     workers=workers), files)
+        ok, summary = True, _summary(report)
+    except ValidationMismatch as exc:
+        ok, summary = False, str(exc)
+    return {"ok": ok, "summary": summary, "json": str(files.json), "html": str(files.html)}
+
+
+def _summary(report) -> str:
+    counts = getattr(report, "counts", None)
+    if callable(counts):
+        counts = counts()
+    return str(counts) if counts else "all objects match"
+
+
+def read_report(work_dir: Path) -> dict:
+    return read_json(work_dir / REPORT)

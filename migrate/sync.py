@@ -1,0 +1,163 @@
+"""One-way incremental sync (``mlflow-sync sync``): a warm standby that costs what changed.
+
+A cycle, under the lock of sync_state.py:
+
+1. find what changed on the source since the last successful cycle and export it into
+   ``<work dir>/delta`` (sync_changes.py);
+2. import it with the migrate importer and the work directory's journal (``journal.jsonl``, the
+   same source-id idempotence as ``import``): new objects are created once, however often a
+   cycle is repeated or killed; objects the journal holds but that changed are marked for the
+   importer again (experiments, registered models, prompts, logged models) or refreshed by
+   difference (runs, model edits; sync_refresh.py);
+3. with ``--delete`` only, mirror deletions of runs, model versions, aliases and models;
+4. save the state (atomically). A cycle that fails saves nothing, so the next one repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mlflow_sync import output
+from mlflow_sync.connection import Server
+from mlflow_sync.migrate.importer import ImportOptions, Importer
+from mlflow_sync.migrate.journal import CREATED, Journal
+from mlflow_sync.migrate.layout import ExportLayout, write_json
+from mlflow_sync.migrate.outcome import Outcome
+from mlflow_sync.migrate.sync_changes import ChangeFinder, Delta
+from mlflow_sync.migrate.sync_refresh import DELETED, Refresher
+from mlflow_sync.migrate.sync_state import SyncLock, SyncState
+
+log = logging.getLogger(__name__)
+
+DELTA_DIR = "delta"
+JOURNAL = "journal.jsonl"
+REPORT = "sync-report.json"
+STALE = "changed on the source"
+
+
+def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool = False, workers: int = 8,
+         break_lock: bool = False) -> dict:
+    """Run one sync cycle; returns its report (also written to ``sync-report.json``)."""
+    started = time.monotonic()
+    cycle_start_ms = int(time.time() * 1000)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state = SyncState.load(work_dir, source.display, target.display)
+    with SyncLock(work_dir, target, break_lock=break_lock):
+        journal = Journal(work_dir / JOURNAL)
+        try:
+            layout = ExportLayout(work_dir / DELTA_DIR)
+            if layout.root.exists():
+                shutil.rmtree(layout.root)  # a crashed cycle's delta: this cycle's window covers it again
+            delta = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes,
+                                 workers=workers).find_and_export()
+            outcome = _apply(delta, target, layout, journal, mirror_deletes=mirror_deletes, workers=workers)
+            journal.write_id_map(work_dir)
+        finally:
+            journal.close()
+        report = {
+            "source": source.display, "target": target.display, "cycle": state.cycles + 1,
+            "first": state.last_sync_ms is None, "changes": delta.counts(),
+            "imported": dict(outcome.done), "already_there": dict(outcome.skipped),
+            "failures": outcome.as_dict()["failures"], "seconds": round(time.monotonic() - started, 2),
+            "requests": {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()},
+        }
+        write_json(work_dir / REPORT, report)
+        outcome.raise_if_failed(f"sync into {target.display} (report: {work_dir / REPORT}; run again to retry)")
+        _advance(state, delta, cycle_start_ms).save(work_dir)
+    return report
+
+
+def _apply(delta: Delta, target: Server, layout: ExportLayout, journal: Journal, *, mirror_deletes: bool,
+           workers: int) -> Outcome:
+    importer = Importer(target, layout, journal, ImportOptions(workers=workers))
+    refresher = Refresher(importer, mirror_deletes=mirror_deletes)
+    for source_id in delta.changed_experiments:
+        _rename_if_needed(delta, source_id, journal, target)
+        journal.record("experiment", source_id, journal.target("experiment", source_id), STALE)
+    for model_id in delta.changed_logged_models:
+        journal.record("logged_model", model_id, journal.target("logged_model", model_id), CREATED)
+    for name in delta.registered_models:
+        if journal.is_done("registered_model", name):
+            journal.record("registered_model", name, journal.target("registered_model", name), STALE)
+    for name in delta.prompts:
+        if journal.is_done("prompt", name):
+            journal.record("prompt", name, name, STALE)
+    _point_versions_at_known_runs(delta, importer)
+    outcome = importer.run() if delta.to_import() else importer.outcome
+    for experiment in delta.experiments:
+        if experiment.experiment_id in delta.changed_experiments:
+            outcome.attempt("experiment", experiment.name, experiment.experiment_id,
+                            lambda e=experiment: refresher.refresh_experiment(e))
+    if delta.changed_runs:
+        with output.progress() as bar:
+            task = bar.add_task("refresh changed runs", total=len(delta.changed_runs))
+
+            def refresh(run) -> None:
+                run_dir = layout.run_dir(run.info.experiment_id, run.info.run_id)
+                if outcome.attempt("run", run.info.run_name or run.info.run_id, run.info.run_id,
+                                   lambda: refresher.refresh_run(run_dir)):
+                    outcome.count("refreshed_runs")
+                bar.advance(task)
+
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(refresh, delta.changed_runs))
+    for name, change in delta.registered_models.items():
+        outcome.attempt("registered model", name, name, lambda n=name, c=change: refresher.refresh_model(n, c))
+    for name, change in delta.prompts.items():
+        outcome.attempt("prompt", name, name, lambda n=name, c=change: refresher.refresh_prompt(n, c))
+    if mirror_deletes:
+        outcome.count("deleted_runs", refresher.delete_runs(delta.deleted_runs))
+        for prompts, names in _gone_models(delta, journal).items():
+            for name in names:
+                outcome.attempt("prompt" if prompts else "registered model", name, name,
+                                lambda p=prompts, n=name: refresher.delete_model(n, prompt=p))
+    return outcome
+
+
+def _rename_if_needed(delta: Delta, source_id: str, journal: Journal, target: Server) -> None:
+    """The importer finds experiments by name: a renamed source experiment is renamed on the target first."""
+    experiment = next(e for e in delta.experiments if e.experiment_id == source_id)
+    entry = journal.get("experiment", source_id)
+    if entry.get("name") not in (None, experiment.name):
+        target.client.rename_experiment(entry["target"], experiment.name)
+        journal.record("experiment", source_id, entry["target"], STALE, name=experiment.name)
+
+
+def _point_versions_at_known_runs(delta: Delta, importer: Importer) -> None:
+    """A new version's source may lie under a run imported in an earlier cycle (not in this delta):
+    tell the importer that run's source artifact URI, so it maps the version's source onto the target."""
+    for run_id, artifact_uri in delta.source_artifact_uris.items():
+        importer._run_sources.setdefault(run_id, {"info": {"artifact_uri": artifact_uri}})
+
+
+def _gone_models(delta: Delta, journal: Journal) -> dict[bool, list[str]]:
+    """Registered models and prompts the journal holds that the source no longer has (``--delete``)."""
+    gone: dict[bool, list[str]] = {}
+    for kind, names, prompts in (("registered_model", delta.model_names, False), ("prompt", delta.prompt_names, True)):
+        missing = sorted(e["source"] for e in journal.entries(kind) if e["source"] not in names
+                         and e["state"] != DELETED)
+        if missing:
+            gone[prompts] = missing
+    return gone
+
+
+def _advance(state: SyncState, delta: Delta, cycle_start_ms: int) -> SyncState:
+    state.last_sync_ms = cycle_start_ms
+    state.cycles += 1
+    state.running_runs = sorted(delta.running_runs)
+    state.run_fingerprints = delta.seen_runs
+    state.experiments = delta.experiment_fingerprints
+    state.logged_models = delta.logged_models
+    for name, change in delta.registered_models.items():
+        state.registered_models[name] = change["state"]
+    for name, change in delta.prompts.items():
+        state.prompts[name] = change["state"]
+    state.registered_models = {k: v for k, v in state.registered_models.items() if k in delta.model_names}
+    state.prompts = {k: v for k, v in state.prompts.items() if k in delta.prompt_names}
+    state.deleted_runs = sorted(set(state.deleted_runs) | set(delta.deleted_runs))
+    return state

@@ -1,0 +1,72 @@
+"""Traces (MLflow 3): trace info, spans and assessments, keeping the source trace id.
+
+A trace keeps its id on the target (trace ids are globally unique), so a re-run finds it with
+one ``get-trace-info``; spans are logged with the trace's own span ids, and an assessment is
+logged only if the target trace does not already hold the same one (name, source, value).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+log = logging.getLogger(__name__)
+
+DROPPED_TRACE_TAGS = ("mlflow.artifactLocation",)  # the target assigns its own
+SOURCE_RUN_KEY = "mlflow.sourceRun"
+TRACE_ID_TAG = "mlflow_exim.trace_info.trace_id"
+
+
+def _assessment_key(assessment: dict) -> tuple:
+    source = assessment.get("source") or {}
+    value = assessment.get("feedback") or assessment.get("expectation")
+    return assessment.get("assessment_name"), source.get("source_id"), repr(value)
+
+
+def import_trace(importer, record: dict) -> str:
+    """Create one trace on the importer's target; returns its id there."""
+    from mlflow.entities import Assessment, Span, TraceInfo
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracing.client import TracingClient
+
+    tracing = TracingClient(importer.target.tracking_uri)
+    info_dict = copy.deepcopy(record["info"])
+    assessments = info_dict.pop("assessments", []) or []
+    source_experiment = info_dict["trace_location"]["mlflow_experiment"]["experiment_id"]
+    experiment_id = importer.journal.target("experiment", source_experiment)
+    if experiment_id is None:
+        raise RuntimeError(f"its experiment {source_experiment} was not imported")
+    info_dict["trace_location"]["mlflow_experiment"]["experiment_id"] = experiment_id
+    info_dict["tags"] = {k: v for k, v in (info_dict.get("tags") or {}).items() if k not in DROPPED_TRACE_TAGS}
+    if importer.options.source_tags:
+        info_dict["tags"][TRACE_ID_TAG] = info_dict["trace_id"]
+    metadata = info_dict.get("trace_metadata") or {}
+    if metadata.get(SOURCE_RUN_KEY):
+        metadata[SOURCE_RUN_KEY] = importer.journal.target("run", metadata[SOURCE_RUN_KEY]) or metadata[SOURCE_RUN_KEY]
+    trace_id = info_dict["trace_id"]
+    try:
+        existing = tracing.get_trace_info(trace_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        existing = None
+    if existing is None:
+        # Spans first: the store derives a trace's time and duration from spans it ingests
+        # unless start_trace() has finalised them, which it does when it comes second.
+        spans = [Span.from_dict(span) for span in (record.get("data") or {}).get("spans", [])]
+        if spans:
+            tracing.log_spans(experiment_id, spans)
+        info_dict["assessments"] = assessments  # created with their source ids by start_trace
+        tracing.start_trace(TraceInfo.from_dict(info_dict))
+        return trace_id
+    if TRACE_ID_TAG not in (existing.tags or {}) and importer.options.source_tags:
+        # killed between logging the spans and start_trace(): it merges into the existing row
+        info_dict["assessments"] = [a for a in assessments if _assessment_key(a) not in
+                                    {_assessment_key(x.to_dictionary()) for x in (existing.assessments or [])}]
+        tracing.start_trace(TraceInfo.from_dict(info_dict))
+        return trace_id
+    present = {_assessment_key(a.to_dictionary()) for a in (existing.assessments or [])}
+    for assessment in assessments:
+        if _assessment_key(assessment) not in present:
+            tracing.log_assessment(trace_id, Assessment.from_dictionary(assessment))
+    return trace_id
