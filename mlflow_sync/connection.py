@@ -117,6 +117,61 @@ class Capabilities:
             return None
 
 
+@contextmanager
+def mlflow_globals(tracking_uri: str, registry_uri: str | None = None):
+    """Set MLflow's global tracking and registry URIs for the block, then put back exactly what
+    was there before (unset included). Held under a process-wide lock."""
+    import mlflow
+
+    with _global_uri_lock:
+        saved = _MlflowGlobals.save()
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(registry_uri or tracking_uri)
+        try:
+            yield
+        finally:
+            saved.restore()
+
+
+@dataclass(frozen=True)
+class _MlflowGlobals:
+    """MLflow's process-wide tracking/registry URIs: the module variables and the environment.
+
+    Saving them through ``mlflow.get_tracking_uri()`` would read back the *default* URI
+    (``sqlite:///mlflow.db`` in MLflow 3) and pin it on restore, and ``set_registry_uri(None)``
+    leaves ``MLFLOW_REGISTRY_URI`` in the environment; both leak into every later client.
+    """
+
+    tracking_uri: str | None
+    registry_uri: str | None
+    environment: dict[str, str | None]
+
+    _ENVIRONMENT = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+    @classmethod
+    def save(cls) -> _MlflowGlobals:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        return cls(
+            tracking_utils._tracking_uri,
+            registry_utils._registry_uri,
+            {name: os.environ.get(name) for name in cls._ENVIRONMENT},
+        )
+
+    def restore(self) -> None:
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_utils
+
+        mlflow.set_tracking_uri(self.tracking_uri)  # also resets the tracer provider
+        registry_utils._registry_uri = self.registry_uri
+        for name, value in self.environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 class Server:
     """One tracking server: its client, its budget and what it supports."""
 
@@ -276,19 +331,11 @@ class Server:
         """Point MLflow's global tracking/registry URIs at this server for fluent APIs.
 
         Only for APIs with no client form (e.g. ``mlflow.transformers.log_model``); held under a
-        process-wide lock so two servers never share the globals at once.
+        process-wide lock so two servers never share the globals at once. On exit the globals are
+        put back exactly as they were, unset included.
         """
-        import mlflow
-
-        with _global_uri_lock:
-            previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.registry_uri)
-            try:
-                yield self
-            finally:
-                mlflow.set_tracking_uri(previous[0])
-                mlflow.set_registry_uri(previous[1])
+        with mlflow_globals(self.tracking_uri, self.registry_uri):
+            yield self
 
     def requests_by_endpoint(self) -> dict[str, int]:
         return dict(self.transport.requests_by_endpoint) if self.transport else {}

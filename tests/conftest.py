@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,17 @@ class ServerFactory:
             else:
                 server.stop()
         self.servers.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_default_mlflow_store():
+    """Fail the test that makes MLflow fall back to its default store in the working directory:
+    that is always a leaked or missing URI, and in a user's shell it writes beside their files."""
+    defaults = [Path("mlflow.db"), Path("mlruns")]
+    existed = {path for path in defaults if path.exists()}
+    yield
+    created = [str(path) for path in defaults if path.exists() and path not in existed]
+    assert not created, f"the test wrote MLflow's default store {created} in {Path.cwd()}"
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 
 from mlflow_sync.cli import main
+from mlflow_sync.connection import mlflow_globals
 from mlflow_sync.convert.extract import extract_tarball
 from tests.convert.fixtures import device_member, file_member, link_member, sagemaker_tarball, tarball_with
 from tests.harness import DEFAULT_BUCKET
@@ -75,7 +76,7 @@ def test_classifier_from_s3_into_an_http_server_verified_and_repacked(mlflow_ser
     # The registered model loads and predicts like the original checkpoint (independently of --verify).
     import transformers
 
-    with mlflow_uri(server.url):
+    with mlflow_globals(server.url):  # models:/ URIs need the global URI
         registered = mlflow.pyfunc.load_model("models:/sentiment/1")
     expected = transformers.pipeline("text-classification", model=str(tiny_models["classifier"]["dir"]))("i love it")
     assert registered.predict(["i love it"]).iloc[0]["label"] == expected[0]["label"]
@@ -88,7 +89,7 @@ def test_classifier_from_s3_into_an_http_server_verified_and_repacked(mlflow_ser
     for name in ("model.safetensors", "training_args.bin", "processor_config.json", "tokenizer.json"):
         assert (unpacked / "model" / name).read_bytes() == (tiny_models["classifier"]["dir"] / name).read_bytes()
     # ... and exactly the files of the logged model (kept locally, not downloaded back).
-    with mlflow_uri(server.url):
+    with mlflow_globals(server.url):  # models:/ URIs need the global URI
         logged = Path(mlflow.artifacts.download_artifacts("models:/sentiment/1", dst_path=str(tmp_path / "logged")))
     (logged / "registered_model_meta").unlink(missing_ok=True)  # written by the models:/ download
     assert _files(unpacked) == _files(logged)
@@ -100,22 +101,6 @@ def test_classifier_from_s3_into_an_http_server_verified_and_repacked(mlflow_ser
 
 def _files(root: Path) -> dict[str, bytes]:
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
-
-
-class mlflow_uri:  # noqa: N801 - reads like the context manager it is
-    """Point MLflow's global tracking URI at ``uri`` for the block (models:/ URIs need it)."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-
-    def __enter__(self):
-        self.previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-
-    def __exit__(self, *exc):
-        mlflow.set_tracking_uri(self.previous)
-        mlflow.set_registry_uri(self.previous)
 
 
 @pytest.mark.slow

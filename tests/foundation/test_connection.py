@@ -34,6 +34,38 @@ def test_two_servers_at_once_leave_global_state_alone(mlflow_server):
     assert target_server.counter.count("mlflow-artifacts") == 0
 
 
+@pytest.mark.parametrize("preset", [None, "sqlite:///preset.db"], ids=["unset", "set"])
+def test_activate_puts_mlflow_globals_back_exactly(mlflow_server, monkeypatch, preset):
+    """A fluent-API block must not pin MLflow's default URI (or its environment variables) on
+    exit: later clients without a registry URI would then talk to ./mlflow.db."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    if preset:
+        mlflow.set_tracking_uri(preset)
+    before = (tracking_utils._tracking_uri, registry_utils._registry_uri, _uri_environment())
+
+    server = mlflow_server("sqlite")
+    with connect(server.url, role="source") as source, source.activate():
+        assert mlflow.get_registry_uri() == source.registry_uri
+        mlflow.MlflowClient().create_registered_model("through-the-globals")
+
+    assert (tracking_utils._tracking_uri, registry_utils._registry_uri, _uri_environment()) == before
+    assert [m.name for m in mlflow.MlflowClient(tracking_uri=server.url).search_registered_models()] == [
+        "through-the-globals"
+    ]
+
+
+def _uri_environment() -> dict[str, str | None]:
+    import os
+
+    return {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def test_database_uri_and_http_side_by_side(mlflow_server, tmp_path):
     server = mlflow_server("sqlite")
     with connect(f"sqlite:///{tmp_path}/embedded.db", role="target") as embedded, connect(server.url) as remote:

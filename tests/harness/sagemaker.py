@@ -21,6 +21,7 @@ from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from mlflow_sync.connection import mlflow_globals
 from tests.harness.proxy import (
     FaultHook,
     LoopbackProxy,
@@ -269,11 +270,5 @@ class SageMakerEmulator(LoopbackProxy):
 def use_tracking_uri(uri: str) -> Iterator[str]:
     """Set MLflow's global tracking URI (the sagemaker-mlflow plugin signs for the global URI,
     whatever the client's) and restore the previous state afterwards."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
+    with mlflow_globals(uri):
         yield uri
-    finally:
-        mlflow.set_tracking_uri(previous)
