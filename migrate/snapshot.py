@@ -244,7 +244,7 @@ def restore_snapshot(location: str, target: Server, work_dir: Path, *, snapshot_
     snapshot = _load(store, chosen)
     export_dir = work_dir / f"snapshot-{chosen}"
     damaged = {p["blob"] for p in report.problems if "blob" in p}
-    manifest = _materialize(store, snapshot, export_dir, damaged=damaged)
+    manifest = materialize(store, snapshot, export_dir, leave_out=damaged, workers=workers)
     result = service.import_export(target, str(export_dir), work_dir, options=ImportOptions(workers=workers))
     summary = {"snapshot": chosen, "target": target.display, "imported": result.counts["imported"],
                "already_there": result.counts["already_there"], "seconds": result.seconds,
@@ -266,20 +266,50 @@ def restore_snapshot(location: str, target: Server, work_dir: Path, *, snapshot_
     return summary
 
 
-def _materialize(store, snapshot: dict, export_dir: Path, *, damaged: set[str]) -> dict:
-    """Rebuild the export directory from the blobs; damaged blobs (forced restore) are left out."""
+def open_snapshot(location: str, snapshot_id: str | None = None) -> tuple:
+    """(store, manifest, store listing) of one snapshot, the latest by default.
+
+    A manifest failing its own checksum is refused: nothing it names could be trusted.
+    """
+    store = open_store(location)
+    listing = store.listing()
+    chosen = _resolve(store, listing, snapshot_id)
+    snapshot = _load(store, chosen)
+    if snapshot.get("checksum") != _checksum(snapshot):
+        raise MismatchError(f"snapshot {chosen} at {store.uri} is damaged: its manifest checksum differs "
+                            "(see `mlflow-sync snapshot verify`)")
+    return store, snapshot, listing
+
+
+def materialize(store, snapshot: dict, export_dir: Path, *, leave_out: set[str] = frozenset(),
+                workers: int = 1) -> dict:
+    """Rebuild the export directory from the blobs, checking each file's size and sha256 as it lands.
+
+    Blobs in ``leave_out`` (known damaged: a forced restore) and files that fail the check are left
+    out of the rebuilt manifest, so comparing it with the snapshot's names every file not restored.
+    """
     manifest = dict(snapshot["export_manifest"])
-    files = {}
-    for relative, info in manifest["files"].items():
+
+    def fetch(item: tuple[str, dict]) -> bool:
+        relative, info = item
         key = blob_key(info["sha256"])
-        if key in damaged:
-            log.warning("restore --force: leaving out damaged file %s", relative)
-            continue
+        if key in leave_out:
+            log.warning("leaving out damaged file %s", relative)
+            return False
         path = export_dir / relative
-        if not (path.is_file() and path.stat().st_size == info["size"] and sha256_of(path) == info["sha256"]):
-            store.get_file(key, path)
-        files[relative] = info
-    manifest["files"] = files
+        if path.is_file() and path.stat().st_size == info["size"] and sha256_of(path) == info["sha256"]:
+            return True
+        store.get_file(key, path)
+        if path.stat().st_size == info["size"] and sha256_of(path) == info["sha256"]:
+            return True
+        path.unlink()
+        log.warning("leaving out %s: blob %s fails its checksum", relative, store.display(key))
+        return False
+
+    items = sorted(manifest["files"].items())
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        kept = list(pool.map(fetch, items))
+    manifest["files"] = {relative: info for (relative, info), ok in zip(items, kept) if ok}
     write_json(export_dir / "manifest.json", manifest)
     return manifest
 
