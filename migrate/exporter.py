@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlflow_sync.connection import Server, paged
+from mlflow_sync.errors import UsageError
 from mlflow_sync.histories import HistoryReader
 from mlflow_sync.migrate.layout import ExportLayout, encode_float, write_json
 from mlflow_sync.migrate.manifest import build_manifest
@@ -69,8 +70,10 @@ class Exporter:
             log.warning("the source %s (MLflow %s) has no %s: %s not exported", self.source.display,
                         capabilities.version or "of unknown version", ", ".join(k.replace("_", " ") for k in lacking),
                         "they are" if len(lacking) > 1 else "it is")
-        self.layout.root.mkdir(parents=True, exist_ok=True)
         experiments = self._experiments()
+        self._require_named_models()
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.layout.manifest.unlink(missing_ok=True)  # a re-export: the old manifest no longer describes the files
         self._model_inputs_possible = capabilities.logged_models and self._any_logged_model(experiments)
         for experiment in experiments:
             self._export_experiment(experiment)
@@ -125,7 +128,9 @@ class Exporter:
             return sum(entry.file_size or 0 for entry in _list_entries(repo, None))
 
         view = ViewType.ALL if self.filters.include_deleted_runs else ViewType.ACTIVE_ONLY
-        for experiment in self._experiments():
+        experiments = self._experiments()
+        self._require_named_models()
+        for experiment in experiments:
             counts["experiments"] += 1
             if experiment.lifecycle_stage == "deleted" and not self.filters.include_deleted_runs:
                 continue
@@ -154,13 +159,9 @@ class Exporter:
 
     def _selected_models(self, prompts: bool) -> list[tuple[str, int]]:
         """(name, number of versions) of the registered models, or prompts, the filters select."""
-        if prompts and not self.source.capabilities().prompts:
-            return []
         wanted = set(self.filters.models)
-        condition = f"tags.`{PROMPT_TAG}` = 'true'" if prompts else None
         selected = []
-        for model in paged(lambda token: self.client.search_registered_models(
-                filter_string=condition, max_results=1000, page_token=token)):
+        for model in self._registered_models(prompts):
             if wanted and model.name not in wanted:
                 continue
             versions = self._prompt_versions(model) if prompts else list(paged(
@@ -170,6 +171,24 @@ class Exporter:
                 continue
             selected.append((model.name, len(versions)))
         return selected
+
+    def _registered_models(self, prompts: bool):
+        """Every registered model, or every prompt (a registered model tagged as one), on the source."""
+        if prompts and not self.source.capabilities().prompts:
+            return iter(())
+        condition = f"tags.`{PROMPT_TAG}` = 'true'" if prompts else None
+        return paged(lambda token: self.client.search_registered_models(
+            filter_string=condition, max_results=1000, page_token=token))
+
+    def _require_named_models(self) -> None:
+        """A --model name the source does not hold is a typo to report, not an empty export."""
+        wanted = set(self.filters.models)
+        if not wanted:
+            return
+        missing = wanted - {model.name for prompts in (False, True) for model in self._registered_models(prompts)}
+        if missing:
+            raise UsageError(f"no registered model or prompt named {sorted(missing)[0]!r} on the source "
+                             f"{self.source.display}")
 
     def _counts(self) -> dict:
         counts = {"experiments": len(self.layout.experiment_files()), "runs": 0, "traces": 0}
@@ -206,8 +225,6 @@ class Exporter:
         ]
         missing = wanted - {e.name for e in experiments} - {e.experiment_id for e in experiments}
         if missing:
-            from mlflow_sync.errors import UsageError
-
             raise UsageError(f"no experiment named {sorted(missing)[0]!r} on the source {self.source.display}")
         return experiments
 
@@ -370,12 +387,7 @@ class Exporter:
     def _export_registered_models(self) -> None:
         wanted = set(self.filters.models)
         for is_prompt in (False, True):
-            if is_prompt and not self.source.capabilities().prompts:
-                continue
-            condition = f"tags.`{PROMPT_TAG}` = 'true'" if is_prompt else None
-            models = paged(lambda token: self.client.search_registered_models(
-                filter_string=condition, max_results=1000, page_token=token))
-            for model in models:
+            for model in self._registered_models(is_prompt):
                 if wanted and model.name not in wanted:
                     continue
 

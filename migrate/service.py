@@ -48,8 +48,6 @@ def export(source: Server, to: str, *, filters: ExportFilters, workers: int, sta
     """Export the source into ``to`` (directory or s3://); returns the manifest."""
     started = time.monotonic()
     location = ExportLocation(to, staging)
-    if location.layout.manifest.exists():
-        location.layout.manifest.unlink()  # a re-export: the old manifest no longer describes the files
     with output.progress() as bar:
         task = bar.add_task("export runs", total=None)
         exporter = Exporter(source, location.layout, filters=filters, workers=workers,
@@ -121,8 +119,7 @@ def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFi
             validate: bool = True) -> MigrateResult:
     """Export into ``work_dir/export`` (resumable), import (journaled), then validate the target."""
     started = time.monotonic()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    export_dir = work_dir / "export"
+    export_dir = work_dir / "export"  # the export creates the work dir once the filters name what exists
     export(source, str(export_dir), filters=filters, workers=options.workers)
     result = import_export(target, str(export_dir), work_dir, options=options)
     result.action = "migrate"

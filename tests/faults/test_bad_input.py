@@ -25,13 +25,16 @@ from tests.migrate.conftest import build_plain_runs
 
 WRITTEN = ("journal.jsonl", "id-map.json", "id-map.csv", "report.json")
 RUNS = 3
+PROMPT = "catalogue-prompt"
 
 
 @pytest.fixture(scope="module")
 def migrated(session_mlflow_server, tmp_path_factory):
     """A finished migration: (source server, target server, work dir) to run bad inputs against."""
     source_server, target_server = session_mlflow_server(), session_mlflow_server()
-    build_plain_runs(connect(source_server.url, role="source").client, RUNS, experiment="catalogue")
+    source = connect(source_server.url, role="source").client
+    build_plain_runs(source, RUNS, experiment="catalogue")
+    source.register_prompt(PROMPT, "Hello {{name}}!")
     work = tmp_path_factory.mktemp("catalogue") / "work"
     assert main(["migrate", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(work),
                  "--quiet"]) == 0
@@ -159,14 +162,48 @@ def test_mlflow_app_without_call_permission(mlflow_server, sagemaker_endpoint, m
     record_summary("bad_input: MLflow App without sagemaker:CallMlflowAppApi", exit_code=3, lost=0)
 
 
-def test_nonexistent_experiment_in_the_filter(migrated, capsys):
+FILTER_CASES = [
+    ("migrate --experiment", "migrate", ["--experiment", "no-such-experiment"],
+     "no experiment named 'no-such-experiment'"),
+    ("migrate --model", "migrate", ["--model", "no-such-model"], "no registered model or prompt named 'no-such-model'"),
+    ("migrate --model with a prompt and a typo", "migrate", ["--model", PROMPT, "--model", "no-such-prompt"],
+     "no registered model or prompt named 'no-such-prompt'"),
+    ("export --experiment", "export", ["--experiment", "catalogue", "--experiment", "no-such-experiment"],
+     "no experiment named 'no-such-experiment'"),
+    ("export --model", "export", ["--model", "no-such-model"], "no registered model or prompt named 'no-such-model'"),
+    ("export --dry-run --model", "export", ["--dry-run", "--model", "no-such-model"], "'no-such-model'"),
+]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["existing", "new"])
+@pytest.mark.parametrize("case, command, filters, words", FILTER_CASES, ids=[c[0] for c in FILTER_CASES])
+def test_unknown_name_in_a_filter(migrated, capsys, tmp_path, where, case, command, filters, words):
+    """A typo in a filter fails before anything is written: no new work or export dir, the old one untouched."""
     source_server, target_server, work = migrated
-    before = _written(work)
-    result = main(["migrate", "--source", source_server.url, "--target", target_server.url, "--work-dir",
-                   str(work), "--experiment", "no-such-experiment", "--quiet"])
-    _check(capsys, result, 2, "no experiment named 'no-such-experiment'")
-    _nothing_lost(migrated, before)
-    record_summary("bad_input: nonexistent experiment in --experiment", exit_code=2, lost=0)
+    location = work if where == "existing" else tmp_path / "new"
+    destination = {"migrate": ["--target", target_server.url, "--work-dir", str(location)],
+                   "export": ["--to", str(location / "export")]}[command]
+    before = _tree(work)
+    target_server.counter.reset()
+    result = main([command, "--source", source_server.url, *destination, *filters, "--quiet"])
+    _check(capsys, result, 2, words)
+    assert _tree(work) == before
+    assert not (tmp_path / "new").exists()
+    assert target_server.counter.total == 0
+    _nothing_lost(migrated, {name: before[name] for name in WRITTEN})
+    record_summary(f"bad_input: unknown name in {case} ({where} location)", exit_code=2, lost=0)
+
+
+def test_a_prompt_name_is_a_model_name_for_the_filter(migrated, capsys, tmp_path):
+    source_server, _, _ = migrated
+    assert main(["export", "--source", source_server.url, "--to", str(tmp_path / "export"), "--model", PROMPT,
+                 "--dry-run", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    assert (counts["prompts"], counts["prompt_versions"], counts["registered_models"]) == (1, 1, 0)
 
 
 @pytest.fixture
