@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlflow_sync import output
+from mlflow_sync.config import DEFAULT_SYNC_OVERLAP_MINUTES
 from mlflow_sync.connection import Server
 from mlflow_sync.migrate.importer import ImportOptions, Importer
 from mlflow_sync.migrate.journal import CREATED, Journal
@@ -40,10 +41,14 @@ STALE = "changed on the source"
 
 
 def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool = False, workers: int = 8,
-         break_lock: bool = False) -> dict:
-    """Run one sync cycle; returns its report (also written to ``sync-report.json``)."""
+         break_lock: bool = False, overlap_minutes: float = DEFAULT_SYNC_OVERLAP_MINUTES) -> dict:
+    """Run one sync cycle; returns its report (also written to ``sync-report.json``).
+
+    ``overlap_minutes``: how far before the previous cycle's start this one looks for runs (clients
+    whose clocks run behind); see sync_changes.py for what the overlap costs."""
     started = time.monotonic()
     cycle_start_ms = int(time.time() * 1000)
+    overlap_ms = round(overlap_minutes * 60_000)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state = SyncState.load(work_dir, source.display, target.display)
@@ -53,8 +58,9 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
             layout = ExportLayout(work_dir / DELTA_DIR)
             if layout.root.exists():
                 shutil.rmtree(layout.root)  # a crashed cycle's delta: this cycle's window covers it again
-            delta = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes,
-                                 workers=workers).find_and_export()
+            finder = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
+                                  overlap_ms=overlap_ms)
+            delta = finder.find_and_export()
             outcome = _apply(delta, target, layout, journal, mirror_deletes=mirror_deletes, workers=workers)
             journal.write_id_map(work_dir)
         finally:
@@ -62,13 +68,15 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
         report = {
             "source": source.display, "target": target.display, "cycle": state.cycles + 1,
             "first": state.last_sync_ms is None, "changes": delta.counts(),
+            "window": {"since_ms": finder.since, "overlap_minutes": overlap_minutes, "runs_read": len(delta.seen_runs),
+                       "settled_runs_left_out": len(delta.excluded_runs)},
             "imported": dict(outcome.done), "already_there": dict(outcome.skipped),
             "failures": outcome.as_dict()["failures"], "seconds": round(time.monotonic() - started, 2),
             "requests": {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()},
         }
         write_json(work_dir / REPORT, report)
         outcome.raise_if_failed(f"sync into {target.display} (report: {work_dir / REPORT}; run again to retry)")
-        _advance(state, delta, cycle_start_ms).save(work_dir)
+        _advance(state, delta, cycle_start_ms, overlap_ms).save(work_dir)
     return report
 
 
@@ -146,11 +154,17 @@ def _gone_models(delta: Delta, journal: Journal) -> dict[bool, list[str]]:
     return gone
 
 
-def _advance(state: SyncState, delta: Delta, cycle_start_ms: int) -> SyncState:
+def _advance(state: SyncState, delta: Delta, cycle_start_ms: int, overlap_ms: int) -> SyncState:
+    # runs left out of this window were not read: keep what is known of them while a window can hold them
+    carried = [r for r in delta.excluded_runs if r not in delta.seen_runs]
+    settled = {**{r: state.settled_runs[r] for r in carried}, **delta.settled_runs}
+    next_since = cycle_start_ms - overlap_ms
+    state.settled_runs = {r: t for r, t in settled.items() if t >= next_since}
+    state.run_fingerprints = {**{r: state.run_fingerprints[r] for r in carried if r in state.run_fingerprints},
+                              **delta.seen_runs}
     state.last_sync_ms = cycle_start_ms
     state.cycles += 1
     state.running_runs = sorted(delta.running_runs)
-    state.run_fingerprints = delta.seen_runs
     state.experiments = delta.experiment_fingerprints
     state.logged_models = delta.logged_models
     for name, change in delta.registered_models.items():

@@ -7,8 +7,18 @@ since, one logged-model and one trace search filtered by time; ids of runs that 
 fingerprint, and one model-version search by ``last_updated_timestamp``. Changed objects are
 then exported by the migrate exporter (metric histories in bulk, artifacts) into ``delta/``.
 
-The window starts ``OVERLAP_MS`` before the last sync (clients set start times with their own
-clocks); runs seen in the overlap are compared by fingerprint, so they cost nothing when equal.
+The window starts ``overlap_ms`` (the ``--overlap-minutes`` setting) before the last sync began:
+clients set start and end times with their own clocks, so a run from a client whose clock runs
+behind can carry times older than the sync that missed it. What keeps the overlap cheap:
+
+- the "ended since" search asks only for runs that started before the window (the "started
+  since" search already returned the others), so no run is sent twice;
+- both searches leave out, by id (``run_id NOT IN``, up to ``SETTLED_EXCLUSION_LIMIT`` ids), the
+  runs a previous sync already read as finished and copied (``SyncState.settled_runs``): these
+  are the runs a late clock cannot hide, since the sync saw their final state. A run the previous
+  sync missed, or saw RUNNING, is not on that list and is read; whatever it returns is compared
+  by fingerprint, so a run copied before is refreshed by difference, never created twice.
+
 Known limits: a run that finished before the last sync is not looked at again (MLflow keeps
 no update time for runs), nor is a run created with a ``start_time`` older than the window.
 """
@@ -38,8 +48,10 @@ from mlflow_sync.migrate.sync_state import SyncState
 
 log = logging.getLogger(__name__)
 
-OVERLAP_MS = 10 * 60 * 1000
 IDS_PER_SEARCH = 100
+# run ids left out of one window search: with up to IDS_PER_SEARCH experiment ids this stays under
+# the 999 bound variables of older SQLite builds behind a server
+SETTLED_EXCLUSION_LIMIT = 800
 
 
 def fingerprint(*parts) -> str:
@@ -98,6 +110,8 @@ class Delta:
     changed_runs: list = field(default_factory=list)  # journaled runs whose fingerprint changed
     seen_runs: dict[str, str] = field(default_factory=dict)  # run id -> fingerprint of every candidate
     running_runs: list[str] = field(default_factory=list)
+    settled_runs: dict[str, int] = field(default_factory=dict)  # read finished: id -> latest of start/end time
+    excluded_runs: list[str] = field(default_factory=list)  # settled before, left out of this window's searches
     deleted_runs: list[str] = field(default_factory=list)  # source ids newly deleted (collected with --delete)
     logged_models: dict[str, str] = field(default_factory=dict)  # new or changed: id -> fingerprint
     changed_logged_models: list[str] = field(default_factory=list)
@@ -126,7 +140,7 @@ class ChangeFinder:
     """Reads the source's changes since ``state`` and writes them as an export into ``layout``."""
 
     def __init__(self, source: Server, layout: ExportLayout, journal: Journal, state: SyncState, *,
-                 mirror_deletes: bool, workers: int):
+                 mirror_deletes: bool, workers: int, overlap_ms: int):
         self.source = source
         self.client = source.client
         self.layout = layout
@@ -135,8 +149,10 @@ class ChangeFinder:
         self.mirror_deletes = mirror_deletes
         self.workers = workers
         self.exporter = Exporter(source, layout, workers=workers)
-        self.since = None if state.last_sync_ms is None else state.last_sync_ms - OVERLAP_MS
+        self.since = None if state.last_sync_ms is None else state.last_sync_ms - overlap_ms
         self.delta = Delta()
+        self.delta.excluded_runs = self._settled_in_window()
+        self._exclusion = self.delta.excluded_runs
 
     def find_and_export(self) -> Delta:
         from mlflow.entities import ViewType
@@ -198,8 +214,32 @@ class ChangeFinder:
         if self.since is None:
             self._consider(self._search_runs(experiment_ids, ""))
             return
-        self._consider(self._search_runs(experiment_ids, f"attributes.start_time >= {self.since}"))
-        self._consider(self._search_runs(experiment_ids, f"attributes.end_time >= {self.since}"))
+        self._consider(self._window_search(experiment_ids, f"attributes.start_time >= {self.since}"))
+        self._consider(self._window_search(
+            experiment_ids, f"attributes.end_time >= {self.since} AND attributes.start_time < {self.since}"))
+
+    def _settled_in_window(self) -> list[str]:
+        """Runs a previous sync read finished and copied whose times fall in this window, latest first."""
+        if self.since is None:
+            return []
+        settled = [(t, run_id) for run_id, t in self.state.settled_runs.items()
+                   if t >= self.since and self.journal.is_done("run", run_id)]
+        return [run_id for _, run_id in sorted(settled, reverse=True)[:SETTLED_EXCLUSION_LIMIT]]
+
+    def _window_search(self, experiment_ids: list[str], condition: str) -> list:
+        if self._exclusion:
+            from mlflow.exceptions import MlflowException
+
+            ids = ", ".join(f"'{r}'" for r in self._exclusion)
+            try:
+                return list(self._search_runs(experiment_ids, f"{condition} AND attributes.run_id NOT IN ({ids})"))
+            except MlflowException as exc:
+                if exc.error_code != "INVALID_PARAMETER_VALUE":
+                    raise
+                log.info("the source cannot leave runs out by id (%s): settled runs in the window are read "
+                         "again and compared by fingerprint", exc.message)
+                self._exclusion = []
+        return list(self._search_runs(experiment_ids, condition))
 
     def _running_runs(self) -> None:
         from mlflow.entities import ViewType
@@ -221,6 +261,8 @@ class ChangeFinder:
             self.delta.seen_runs[run_id] = fp
             if run.info.status == "RUNNING":
                 self.delta.running_runs.append(run_id)
+            elif run.info.lifecycle_stage == "active":
+                self.delta.settled_runs[run_id] = max(run.info.start_time or 0, run.info.end_time or 0)
             if not self.journal.is_done("run", run_id):
                 if run.info.lifecycle_stage == "active":
                     self.delta.new_runs.append(run)

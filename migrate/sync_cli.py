@@ -16,6 +16,7 @@ from mlflow_sync.options import (
     MaxRpsOpt,
     QuietOpt,
     SourceOpt,
+    SyncOverlapOpt,
     TargetOpt,
     VerboseOpt,
     WorkersOpt,
@@ -53,6 +54,7 @@ def sync_command(
                                          "models. Without it nothing on the target is ever deleted.")] = False,
     break_lock: Annotated[bool, typer.Option("--break-lock", help="Take over a lock left by a sync on another "
                                              "machine that is gone (a dead local process is detected by itself).")] = False,
+    overlap_minutes: SyncOverlapOpt = None,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     config: ConfigOpt = None,
@@ -82,7 +84,8 @@ def sync_command(
     with connect_side(profile, "source", source, max_rps=max_rps) as source_server, \
             connect_side(profile, "target", target, max_rps=max_rps) as target_server:
         report = sync(source_server, target_server, work_dir, mirror_deletes=delete,
-                      workers=workers or profile.workers, break_lock=break_lock)
+                      workers=workers or profile.workers, break_lock=break_lock,
+                      overlap_minutes=profile.sync.overlap_minutes if overlap_minutes is None else overlap_minutes)
     _show("sync complete", {k: report[k] for k in ("cycle", "changes", "imported", "seconds")})
 
 

@@ -44,6 +44,7 @@ class SyncState:
     cycles: int = 0
     running_runs: list[str] = field(default_factory=list)
     run_fingerprints: dict[str, str] = field(default_factory=dict)
+    settled_runs: dict[str, int] = field(default_factory=dict)  # finished, copied: id -> latest of start/end time
     experiments: dict[str, str] = field(default_factory=dict)  # source id -> fingerprint
     logged_models: dict[str, str] = field(default_factory=dict)  # source id -> fingerprint (recent ones)
     registered_models: dict[str, dict] = field(default_factory=dict)  # name -> see sync_changes.model_state

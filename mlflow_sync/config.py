@@ -28,6 +28,18 @@ class RetrySettings(_Strict):
     timeout: float = Field(120.0, gt=0, description="seconds to wait for one response")
 
 
+DEFAULT_SYNC_OVERLAP_MINUTES = 10.0
+
+
+class SyncSettings(_Strict):
+    """How ``mlflow-sync sync`` looks back (see docs/disaster-recovery.md)."""
+
+    overlap_minutes: float = Field(
+        DEFAULT_SYNC_OVERLAP_MINUTES, ge=0, le=24 * 60,
+        description="each sync also looks at runs started or ended this long before the previous sync began, "
+                    "for clients whose clocks run behind the sync host's; larger costs more reads per sync")
+
+
 class ServerSettings(_Strict):
     uri: str | None = None
     registry_uri: str | None = None
@@ -41,6 +53,7 @@ class Profile(_Strict):
     source: ServerSettings = ServerSettings()
     target: ServerSettings = ServerSettings()
     retry: RetrySettings = RetrySettings()
+    sync: SyncSettings = SyncSettings()
     workers: int = Field(8, ge=1, le=64, description="parallel workers, all inside the request budget")
 
 

@@ -34,3 +34,9 @@ MaxRpsOpt = Annotated[
 ]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, max=64, help="Parallel workers.",
                                                    show_default=False)]
+SyncOverlapOpt = Annotated[
+    Optional[float],
+    typer.Option("--overlap-minutes", min=0, max=24 * 60, help="Also look at runs started or ended this long before "
+                 "the previous sync began (clients whose clocks run behind). Default 10 (profile: sync.overlap_minutes).",
+                 show_default=False),
+]

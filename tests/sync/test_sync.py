@@ -97,6 +97,54 @@ def test_sync_copies_everything_then_exactly_the_changes(mlflow_server, tmp_path
     assert report["changes"] == {k: 0 for k in report["changes"]}
 
 
+def test_overlap_setting_decides_how_far_back_a_sync_looks_for_runs_from_late_clocks(mlflow_server, tmp_path,
+                                                                                      monkeypatch):
+    from mlflow_sync.migrate import sync_changes
+
+    source_server, target_server = mlflow_server(), mlflow_server()
+    source = connect(source_server.url, role="source").client
+    early = build_plain_runs(source, 2)
+    experiment_id = source.get_experiment_by_name("bench").experiment_id
+    profile = tmp_path / "standby.yaml"
+    profile.write_text("sync:\n  overlap_minutes: 30\n")
+    args = ["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(tmp_path / "w"),
+            "--config", str(profile), "--quiet"]
+    assert main(args) == 0
+
+    def run_from_late_clock(name: str, minutes_behind: int) -> str:
+        """A run logged after that sync by a client whose clock runs ``minutes_behind`` behind."""
+        then = int(time.time() * 1000) - minutes_behind * 60_000
+        run_id = source.create_run(experiment_id, run_name=name, start_time=then).info.run_id
+        source.log_param(run_id, "clock", f"{minutes_behind} minutes behind")
+        source.set_terminated(run_id, end_time=then + 1000)
+        return run_id
+
+    inside, outside = run_from_late_clock("inside", 20), run_from_late_clock("outside", 50)
+    target = connect(target_server.url, role="target").client
+
+    def window() -> dict:
+        return json.loads((tmp_path / "w" / "sync-report.json").read_text())["window"]
+
+    assert main(args) == 0  # 30 minutes from the profile: the 20-minutes-late run is in, the 50 one is not
+    assert set(_target_runs(target)) == set(early) | {inside}
+    # the runs the first sync read finished are left out of the window's searches by id
+    assert window() == {**window(), "overlap_minutes": 30, "runs_read": 1, "settled_runs_left_out": 2}
+
+    assert main([*args, "--overlap-minutes", "60"]) == 0  # the option overrides the profile
+    assert set(_target_runs(target)) == set(early) | {inside, outside}
+    assert window() == {**window(), "overlap_minutes": 60, "runs_read": 1, "settled_runs_left_out": 3}
+
+    # without leaving settled runs out, the window reads every copied run again: compared, never duplicated
+    monkeypatch.setattr(sync_changes, "SETTLED_EXCLUSION_LIMIT", 0)
+    target_server.counter.reset()
+    assert main([*args, "--overlap-minutes", "60"]) == 0
+    assert window() == {**window(), "runs_read": 4, "settled_runs_left_out": 0}
+    copies = _target_runs(target)
+    assert set(copies) == set(early) | {inside, outside} and all(len(c) == 1 for c in copies.values())
+    assert _writes(target_server.counter) == Counter({"POST /api/2.0/mlflow/experiments/set-experiment-tag": 1,
+                                                      "POST /api/2.0/mlflow/experiments/delete-experiment-tag": 1})
+
+
 def test_delete_is_mirrored_only_when_asked(mlflow_server, tmp_path):
     source_server, target_server = mlflow_server(), mlflow_server()
     source = connect(source_server.url, role="source").client
