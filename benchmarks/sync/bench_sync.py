@@ -5,10 +5,13 @@
 Starts moto and three harness MLflow servers (sqlite, artifacts proxied to moto S3). The source
 gets ``--runs`` finished runs (the migrate tests' run shape: 20 params, 10 metrics, 100-step
 histories on every 3rd run, 2 artifacts) plus 1% more runs left RUNNING, and one run holding
-``--big-mb`` of artifacts (so verify throughput is not only per-file overhead). Then:
+``--big-mb`` of artifacts (so verify throughput is not only per-file overhead). As on a production
+server, the history is old: the finished runs start and end between HISTORY_DAYS and about
+HISTORY_DAYS - 8 days ago (``create_run(start_time=...)``, ``set_terminated(end_time=...)``), the
+RUNNING runs started RUNNING_SINCE_HOURS ago. Then:
 
 1. first ``sync`` (copies everything); 2. the RUNNING runs (1% of runs) get new metric points and
-a tag, then end; second ``sync``; 3. third ``sync`` with no change. Requests (through counting
+a tag, then end now; second ``sync``; 3. third ``sync`` with no change. Requests (through counting
 proxies) and wall time per sync; targets: sync 2 <= 5% of sync 1 in requests and in time.
 4. ``snapshot create``, ``snapshot verify`` throughput (MB/s) against ``sha256sum`` of the same
 blob files; 5. ``snapshot restore`` into an empty server (the recovery time of this size).
@@ -42,6 +45,9 @@ from tests.migrate.conftest import build_plain_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = 4
+HISTORY_DAYS = 30
+RUNNING_SINCE_HOURS = 3
+DAY_MS = 24 * 3600 * 1000
 
 
 def machine_facts() -> dict:
@@ -55,26 +61,30 @@ def machine_facts() -> dict:
 
 
 def build_source(url: str, runs: int, big_mb: int) -> dict:
-    """Finished runs in EXPERIMENTS experiments (built in parallel), 1% RUNNING runs, one big-artifact run."""
+    """Old finished runs in EXPERIMENTS experiments (built in parallel, experiment i's history starting
+    HISTORY_DAYS - 2i days ago), 1% RUNNING runs started hours ago, one big-artifact run from last week."""
     from mlflow.entities import Metric
 
     client = connect(url, role="source").client
     share = runs // EXPERIMENTS
+    now = int(time.time() * 1000)
     with ThreadPoolExecutor(EXPERIMENTS) as pool:
-        list(pool.map(lambda i: build_plain_runs(connect(url, role="source").client, share, experiment=f"bench-{i}"),
+        list(pool.map(lambda i: build_plain_runs(connect(url, role="source").client, share, experiment=f"bench-{i}",
+                                                 started_ms=now - (HISTORY_DAYS - 2 * i) * DAY_MS),
                       range(EXPERIMENTS)))
     experiment_id = client.get_experiment_by_name("bench-0").experiment_id
     running = []
     for index in range(max(1, runs // 100)):
-        run_id = client.create_run(experiment_id, run_name=f"training-{index}").info.run_id
+        run_id = client.create_run(experiment_id, run_name=f"training-{index}",
+                                   start_time=now - RUNNING_SINCE_HOURS * 3600 * 1000 + index * 1000).info.run_id
         client.log_batch(run_id, metrics=[Metric("loss", 1.0, 1_700_000_000_000, 0)])
         running.append(run_id)
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(4):
             Path(tmp, f"weights-{index}.bin").write_bytes(os.urandom(big_mb * 1024 * 1024 // 4))
-        big = client.create_run(experiment_id, run_name="weights").info.run_id
+        big = client.create_run(experiment_id, run_name="weights", start_time=now - 7 * DAY_MS).info.run_id
         client.log_artifacts(big, tmp)
-        client.set_terminated(big)
+        client.set_terminated(big, end_time=now - 7 * DAY_MS + 3600 * 1000)
     return {"finished_runs": share * EXPERIMENTS + 1, "running_runs": running}
 
 
@@ -97,7 +107,7 @@ def measure_sync(source: MlflowServer, target: MlflowServer, work: Path) -> dict
         seconds = time.monotonic() - started
     return {"seconds": round(seconds, 2), "requests_source": source.counter.total,
             "requests_target": target.counter.total, "requests": source.counter.total + target.counter.total,
-            "changes": report["changes"], "imported": report["imported"]}
+            "changes": report["changes"], "window": report["window"], "imported": report["imported"]}
 
 
 def sha256sum_seconds(files: list[Path]) -> float:
@@ -187,7 +197,9 @@ def render(r: dict) -> str:
         "the 2 cores are shared with other engineers' tests and servers, so times are noisy.",
         f"- Dataset: {d['finished_runs']} finished runs (20 params, 10 metrics, 100-step histories on every 3rd "
         f"run, 2 artifacts) in 4 experiments, {d['running_runs']} RUNNING runs, one run with {d['big_artifact_mb']} "
-        f"MB of artifacts. Servers: sqlite, artifacts proxied to moto S3, all on loopback.", "",
+        f"MB of artifacts. Servers: sqlite, artifacts proxied to moto S3, all on loopback. The history is old: "
+        f"finished runs started and ended {HISTORY_DAYS} to ~{HISTORY_DAYS - 8} days ago, the RUNNING runs "
+        f"started {RUNNING_SINCE_HOURS} hours ago; built in {d['build_seconds']} s.", "",
         "## Incremental sync", "",
         "| sync | what changed | requests (source + target) | seconds |", "|---|---|---|---|",
         f"| 1 (first) | everything | {s1['requests']} ({s1['requests_source']} + {s1['requests_target']}) | {s1['seconds']} |",
@@ -196,6 +208,9 @@ def render(r: dict) -> str:
         f"| 3 | nothing | {s3['requests']} ({s3['requests_source']} + {s3['requests_target']}) | {s3['seconds']} |", "",
         f"Sync 2 / sync 1: {r['ratios']['requests']:.2%} of the requests, {r['ratios']['seconds']:.2%} of the time "
         f"(target <= 5% for both: {ok}).", "",
+        f"Window (default overlap, {s2['window']['overlap_minutes']} minutes): sync 2 read "
+        f"{s2['window']['runs_read']} runs and left out {s2['window']['settled_runs_left_out']} it already held "
+        f"finished; sync 3 read {s3['window']['runs_read']} and left out {s3['window']['settled_runs_left_out']}.", "",
         "## Snapshot verify throughput", "",
         f"Snapshot: {snap['files']} files, {snap['total_bytes']:,} bytes, created in {snap['seconds']} s. "
         f"Verify recomputes the sha256 of every blob ({v4['checked_files']} distinct blobs, {v4['checked_bytes']:,} bytes).", "",

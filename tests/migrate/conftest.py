@@ -20,8 +20,11 @@ def all_runs(client) -> list:
     return runs
 
 
-def build_plain_runs(client, runs: int, *, experiment: str = "bench", long_histories_every: int = 3) -> list[str]:
-    """The benchmark's run shape: 20 params, 10 metrics (100-step histories on every n-th run), 2 artifacts."""
+def build_plain_runs(client, runs: int, *, experiment: str = "bench", long_histories_every: int = 3,
+                     started_ms: int | None = None) -> list[str]:
+    """The benchmark's run shape: 20 params, 10 metrics (100-step histories on every n-th run), 2 artifacts.
+
+    ``started_ms``: a history instead of runs made now (run i starts i minutes after it, runs 30 s)."""
     import tempfile
     from pathlib import Path
 
@@ -33,7 +36,9 @@ def build_plain_runs(client, runs: int, *, experiment: str = "bench", long_histo
         for name, text in (("config.yaml", "lr: 0.1\n"), ("notes.txt", "ok\n")):
             Path(tmp, name).write_text(text)
         for index in range(runs):
-            run = client.create_run(experiment_id, run_name=f"run-{index}", tags={"mlflow.user": "carol"})
+            start = None if started_ms is None else started_ms + index * 60_000
+            run = client.create_run(experiment_id, run_name=f"run-{index}", tags={"mlflow.user": "carol"},
+                                    start_time=start)
             steps = 100 if index % long_histories_every == 0 else 1
             client.log_batch(
                 run.info.run_id,
@@ -41,6 +46,6 @@ def build_plain_runs(client, runs: int, *, experiment: str = "bench", long_histo
                 metrics=[Metric(f"m{k}", k + s / 100, 1_700_000_000_000 + s, s) for k in range(10) for s in range(steps)],
             )
             client.log_artifacts(run.info.run_id, tmp)
-            client.set_terminated(run.info.run_id)
+            client.set_terminated(run.info.run_id, end_time=None if start is None else start + 30_000)
             run_ids.append(run.info.run_id)
     return run_ids
