@@ -127,3 +127,18 @@ def list_objects(uri: str):
             yield from page.get("Contents", [])
     except (ClientError, BotoCoreError) as exc:
         raise _failure("list", location, exc) from exc
+
+
+def list_children(uri: str) -> tuple[set[str], set[str]]:
+    """(object names, sub-folder names) directly under a prefix: one request, whatever lies deeper."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    location = parse_s3_uri(uri)
+    prefix = location.key.rstrip("/") + "/" if location.key.strip("/") else ""
+    try:
+        page = client().list_objects_v2(Bucket=location.bucket, Prefix=prefix, Delimiter="/")
+    except (ClientError, BotoCoreError) as exc:
+        raise _failure("list", location, exc) from exc
+    names = {item["Key"][len(prefix):] for item in page.get("Contents", [])}
+    folders = {item["Prefix"][len(prefix):].rstrip("/") for item in page.get("CommonPrefixes", [])}
+    return names, folders

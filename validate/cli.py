@@ -12,18 +12,20 @@ from mlflow_sync.options import (
     JsonOpt,
     MaxRpsOpt,
     QuietOpt,
-    SourceOpt,
-    TargetOpt,
     VerboseOpt,
     WorkersOpt,
 )
 
 FileOpt = Optional[Path]
+_SIDE = ("http(s) tracking URI, database URI, SageMaker ARN, export directory (DIR or s3://bucket/prefix) or "
+         "snapshot store (DIR or s3://...; latest snapshot, or LOCATION#ID for one).")
+SideSourceOpt = Annotated[Optional[str], typer.Option("--source", "-s", help=f"Source: {_SIDE}", show_default=False)]
+SideTargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help=f"Target: {_SIDE}", show_default=False)]
 
 
 def validate_command(
-    source: SourceOpt = None,
-    target: TargetOpt = None,
+    source: SideSourceOpt = None,
+    target: SideTargetOpt = None,
     checks: Annotated[Optional[str], typer.Option(
         "--checks", help="Comma-separated subset of: experiments, runs, artifacts, logged_models, "
         "registered_models, traces, prompts, evaluation_datasets (default: all).", show_default=False)] = None,
@@ -62,7 +64,9 @@ def validate_command(
 
     Compares experiments, runs (name, status, times, params, tags, metrics, inputs, outputs,
     parent links), artifacts, logged models, the model registry, traces, prompts and evaluation
-    datasets. Either side may also be an export directory written by `mlflow-sync export`.
+    datasets. Either side may also be an export written by `mlflow-sync export` (a directory or
+    s3://bucket/prefix) or a snapshot store written by `mlflow-sync snapshot create` (its latest
+    snapshot, or LOCATION#ID for one; a damaged snapshot is refused).
     Report formats, tolerances and exit codes: docs/validation-report.md.
 
     Examples:
@@ -74,12 +78,15 @@ def validate_command(
         mlflow-sync validate -s http://a:5000 -t http://b:5000 --one-way --combined objects.txt --junit junit.xml
 
         mlflow-sync validate -s http://old:5000 -t ./export --checksum
+
+        mlflow-sync validate -s s3://dr-bucket/mlflow-snapshots#20250101T020000Z -t http://restored:5000
     """
     from mlflow_sync import output
     from mlflow_sync.config import load_profile
     from mlflow_sync.validate.options import ValidateOptions, parse_checks
     from mlflow_sync.validate.reports import render_summary
-    from mlflow_sync.validate.service import ReportFiles, ValidationMismatch, open_side, validate_and_report
+    from mlflow_sync.validate.service import ReportFiles, ValidationMismatch, validate_and_report
+    from mlflow_sync.validate.sides import open_side
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
@@ -95,8 +102,8 @@ def validate_command(
     )
     files = ReportFiles(json=report_json, html=html, junit=junit, combined=combined)
     files.check()
-    with open_side(profile, "source", source, max_rps=max_rps) as source_server, \
-            open_side(profile, "target", target, max_rps=max_rps) as target_server:
+    with open_side(profile, "source", source, options, max_rps=max_rps) as source_server, \
+            open_side(profile, "target", target, options, max_rps=max_rps) as target_server:
         try:
             report = validate_and_report(source_server, target_server, options, files)
         except ValidationMismatch as mismatch:

@@ -5,6 +5,9 @@ objects are stored under their source ids, so a server validated against its own
 matches object by object on identical ids. Everything is read from local files: no requests.
 Evaluation datasets are compared when the manifest counts them (exports of an MLflow 3 source
 by this version); otherwise that check is skipped when either side is an export.
+
+An export on S3 or a snapshot is read the same way from a local copy of its metadata (see
+:mod:`.sides`); an S3 export's artifacts stay on S3 and are listed and hashed there.
 """
 
 from __future__ import annotations
@@ -12,10 +15,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from mlflow_sync import s3
 from mlflow_sync.errors import UsageError
 from mlflow_sync.migrate.layout import ExportLayout, decode_float, read_json
 from mlflow_sync.migrate.manifest import load_manifest, sha256_of
-from mlflow_sync.validate.reader import dataset_record_content, trace_record
+from mlflow_sync.validate.reader import (
+    dataset_record_content,
+    s3_artifact_checksum,
+    s3_artifact_sha256,
+    s3_artifacts,
+    trace_record,
+)
 from mlflow_sync.validate.records import (
     ArtifactEntry,
     DatasetInputRecord,
@@ -32,11 +42,6 @@ from mlflow_sync.validate.records import (
 )
 
 
-def is_export_dir(location: str) -> bool:
-    """A local directory (not a server URI): validated as an export, which must have a manifest."""
-    return "://" not in location and not location.startswith("arn:") and Path(location).is_dir()
-
-
 def _enum_name(value) -> str:
     """``"LoggedModelStatus.READY"`` or ``"READY"`` -> ``"READY"`` (str() of MLflow enums varies)."""
     return str(value).rsplit(".", 1)[-1]
@@ -47,15 +52,27 @@ def _latest(points: list[MetricPoint]) -> MetricPoint:
     return max(points, key=lambda p: (p.step, p.timestamp, -math.inf if math.isnan(p.value) else p.value))
 
 
-class ExportReader:
-    """One side of a validation read from an export directory (see the module docstring)."""
+def is_artifact_file(relative: str) -> bool:
+    """A file under a run's or logged model's ``artifacts/`` in an export (the bulk; everything else is JSON)."""
+    parts = relative.split("/")
+    return ((len(parts) > 5 and parts[0] == "experiments" and parts[2] == "runs" and parts[4] == "artifacts")
+            or (len(parts) > 3 and parts[0] == "logged_models" and parts[2] == "artifacts"))
 
-    def __init__(self, root: str | Path):
+
+class ExportReader:
+    """One side of a validation read from an export directory (see the module docstring).
+
+    ``artifacts_at``: the export's own location on S3 when ``root`` holds only its metadata;
+    artifacts are then read from there.
+    """
+
+    def __init__(self, root: str | Path, *, display: str | None = None, artifacts_at: str | None = None):
         self.layout = ExportLayout(Path(root))
         self.manifest = load_manifest(self.layout)
         has_datasets = "evaluation_datasets" in (self.manifest.get("counts") or {})
         self.unsupported_checks = frozenset() if has_datasets else frozenset({"evaluation_datasets"})
-        self.display = f"export {self.layout.root}"
+        self.display = display or f"export {self.layout.root}"
+        self._remote_root = s3.parse_s3_uri(artifacts_at) if artifacts_at else None
         self._histories: dict[str, dict[str, list[MetricPoint]]] = {}
         self._model_inputs: dict[str, list[str]] = {}
 
@@ -84,7 +101,7 @@ class ExportReader:
             lifecycle_stage=info["lifecycle_stage"],
             start_time=info.get("start_time"),
             end_time=info.get("end_time"),
-            artifact_uri=str(path.parent / "artifacts"),
+            artifact_uri=self._artifact_root(path.parent),
             params=data.get("params") or {},
             tags=data.get("tags") or {},
             metrics={key: _latest(points) for key, points in histories.items() if points},
@@ -96,6 +113,11 @@ class ExportReader:
             model_outputs=[(m["model_id"], m["step"]) for m in (data.get("outputs") or {}).get("models") or []],
         )
 
+    def _artifact_root(self, object_dir: Path) -> str:
+        if self._remote_root is None:
+            return str(object_dir / "artifacts")
+        return self._remote_root.child(f"{object_dir.relative_to(self.layout.root).as_posix()}/artifacts").uri
+
     def metric_history(self, run: RunRecord, key: str) -> list[MetricPoint]:
         return self._histories.get(run.run_id, {}).get(key, [])
 
@@ -103,6 +125,8 @@ class ExportReader:
         return self._model_inputs.get(run.run_id, [])
 
     def artifacts(self, artifact_uri: str) -> dict[str, ArtifactEntry]:
+        if s3.is_s3_uri(artifact_uri):
+            return s3_artifacts(artifact_uri)
         root = Path(artifact_uri)
         if not root.is_dir():
             return {}
@@ -114,10 +138,12 @@ class ExportReader:
         return entries
 
     def artifact_sha256(self, artifact_uri: str, path: str) -> str:
+        if s3.is_s3_uri(artifact_uri):
+            return s3_artifact_sha256(artifact_uri, path)
         return sha256_of(Path(artifact_uri) / path)
 
     def artifact_checksum(self, artifact_uri: str, path: str) -> str | None:
-        return None
+        return s3_artifact_checksum(artifact_uri, path) if s3.is_s3_uri(artifact_uri) else None
 
     def logged_models(self, experiment_ids: list[str]) -> list[LoggedModelRecord]:
         wanted = set(experiment_ids)
@@ -139,7 +165,7 @@ class ExportReader:
                 params=data.get("params") or {},
                 tags=data.get("tags") or {},
                 metrics=metrics,
-                artifact_location=str(path.parent / "artifacts"),
+                artifact_location=self._artifact_root(path.parent),
                 creation_timestamp=data.get("creation_timestamp"),
             ))
         return records

@@ -2,7 +2,7 @@
 
 :class:`SideReader` is the interface the comparison engine uses. :class:`ServerReader` reads a
 live server through :class:`mlflow_sync.connection.Server` (http, ARN or database URI); a reader
-for an export directory (:mod:`.export_reader`) implements the same methods.
+for an export directory or snapshot (:mod:`.export_reader`) implements the same methods.
 
 Cost model (requests per side): experiments, runs (1,000 per page), logged models, registered
 models and model versions, prompts and traces (a search without spans, then one with them) are
@@ -14,6 +14,7 @@ experiments hold logged models.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -167,7 +168,7 @@ class ServerReader:
 
     def artifacts(self, artifact_uri: str) -> dict[str, ArtifactEntry]:
         if s3.is_s3_uri(artifact_uri):
-            return _s3_listing(artifact_uri)
+            return s3_artifacts(artifact_uri)
         repository = self._repository(artifact_uri)
         entries: dict[str, ArtifactEntry] = {}
         pending = [None]
@@ -181,24 +182,13 @@ class ServerReader:
         return entries
 
     def artifact_sha256(self, artifact_uri: str, path: str) -> str:
+        if s3.is_s3_uri(artifact_uri):
+            return s3_artifact_sha256(artifact_uri, path)
         with tempfile.TemporaryDirectory(prefix="mlflow-sync-validate-") as scratch:
-            if s3.is_s3_uri(artifact_uri):
-                local = s3.download_file(s3.parse_s3_uri(artifact_uri).child(path).uri, Path(scratch) / "object")
-            else:
-                local = Path(self._repository(artifact_uri).download_artifacts(path, dst_path=scratch))
-            return sha256_of(local)
+            return sha256_of(Path(self._repository(artifact_uri).download_artifacts(path, dst_path=scratch)))
 
     def artifact_checksum(self, artifact_uri: str, path: str) -> str | None:
-        """The S3 object's stored SHA-256 checksum (base64; "-N" suffix when composite), if it has one."""
-        if not s3.is_s3_uri(artifact_uri):
-            return None
-        location = s3.parse_s3_uri(artifact_uri).child(path)
-        try:
-            head = s3.client().head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
-        except Exception as exc:  # no checksum access: the caller downloads and hashes instead
-            log.debug("no checksum for %s: %s", location.uri, exc)
-            return None
-        return head.get("ChecksumSHA256")
+        return s3_artifact_checksum(artifact_uri, path) if s3.is_s3_uri(artifact_uri) else None
 
     # -- models ------------------------------------------------------------------------------
 
@@ -316,7 +306,10 @@ def dataset_record_content(row: dict) -> dict:
     return {name: row.get(name) for name in DATASET_RECORD_FIELDS if row.get(name) not in (None, {}, [])}
 
 
-def _s3_listing(artifact_uri: str) -> dict[str, ArtifactEntry]:
+# Artifacts on S3 (a server's direct artifact root, or an export on S3): read without the tracking server.
+
+
+def s3_artifacts(artifact_uri: str) -> dict[str, ArtifactEntry]:
     """One paged S3 listing instead of a request per directory."""
     root = s3.parse_s3_uri(artifact_uri)
     prefix = root.key.rstrip("/") + "/" if root.key else ""
@@ -326,6 +319,27 @@ def _s3_listing(artifact_uri: str) -> dict[str, ArtifactEntry]:
         if relative and not relative.endswith("/"):
             entries[relative] = ArtifactEntry(relative, item.get("Size"), (item.get("ETag") or "").strip('"') or None)
     return entries
+
+
+def s3_artifact_sha256(artifact_uri: str, path: str) -> str:
+    """The object's stored full-object SHA-256 (S3 checked it on upload; exports and snapshots store one),
+    else the SHA-256 of the downloaded bytes."""
+    stored = s3_artifact_checksum(artifact_uri, path)
+    if stored and "-" not in stored:
+        return base64.b64decode(stored).hex()
+    with tempfile.TemporaryDirectory(prefix="mlflow-sync-validate-") as scratch:
+        return sha256_of(s3.download_file(s3.parse_s3_uri(artifact_uri).child(path).uri, Path(scratch) / "object"))
+
+
+def s3_artifact_checksum(artifact_uri: str, path: str) -> str | None:
+    """The S3 object's stored SHA-256 checksum (base64; "-N" suffix when composite), if it has one."""
+    location = s3.parse_s3_uri(artifact_uri).child(path)
+    try:
+        head = s3.client().head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
+    except Exception as exc:  # no checksum access: the caller downloads and hashes instead
+        log.debug("no checksum for %s: %s", location.uri, exc)
+        return None
+    return head.get("ChecksumSHA256")
 
 
 def _run_record(run) -> RunRecord:

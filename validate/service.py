@@ -1,8 +1,7 @@
-"""Validation as a job: connect both sides, compare, write the report files, judge."""
+"""Validation as a job: compare, write the report files, judge (sides are opened by :mod:`.sides`)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,21 +49,6 @@ class ReportFiles:
             if path is not None:
                 written.append(writer(report, path))
         return written
-
-
-@contextmanager
-def open_side(profile, role: str, location: str | None, *, max_rps: float | None = None):
-    """Yield one side of a validation: an export directory (read from disk) or a checked server."""
-    from mlflow_sync.connection import connect_side
-    from mlflow_sync.validate.export_reader import ExportReader, is_export_dir
-
-    location = location or getattr(profile, role).uri
-    if location and is_export_dir(location):
-        yield ExportReader(location)
-        return
-    with connect_side(profile, role, location, max_rps=max_rps) as server:
-        server.check()
-        yield server
 
 
 def validate_and_report(source: Server | SideReader, target: Server | SideReader, options: ValidateOptions,
