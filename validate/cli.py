@@ -34,8 +34,8 @@ def validate_command(
         "--metric-history", help="Compare every metric's full history (step, timestamp, value); one request "
         "per run and metric key on each side.")] = False,
     checksum: Annotated[bool, typer.Option(
-        "--checksum", help="Compare artifact contents (S3 ETags when both stores list them, else SHA-256 of "
-        "downloaded bytes), not only paths and sizes.")] = False,
+        "--checksum", help="Compare artifact contents (S3 ETags when both stores list them, else SHA-256: an S3 "
+        "object's stored checksum, or the downloaded bytes), not only paths and sizes.")] = False,
     float_tolerance: Annotated[float, typer.Option(
         "--float-tolerance", min=0.0, help="Relative tolerance for metric values (NaN and inf compare as such).")
     ] = 0.0,
