@@ -18,7 +18,7 @@ from pathlib import Path
 from mlflow_sync.connection import Server, paged
 from mlflow_sync.errors import UsageError
 from mlflow_sync.histories import HistoryReader
-from mlflow_sync.migrate.layout import ExportLayout, encode_float, write_json
+from mlflow_sync.migrate.layout import ExportLayout, encode_float, write_record
 from mlflow_sync.migrate.manifest import build_manifest
 from mlflow_sync.migrate.outcome import Outcome
 
@@ -241,7 +241,7 @@ class Exporter:
         )
 
     def _export_experiment(self, experiment) -> None:
-        write_json(self.layout.experiment_file(experiment.experiment_id), {
+        write_record(self.layout.experiment_file(experiment.experiment_id), {
             "experiment_id": experiment.experiment_id,
             "name": experiment.name,
             "artifact_location": experiment.artifact_location,
@@ -298,7 +298,7 @@ class Exporter:
                 run = self.client.get_run(run.info.run_id)  # runs/search leaves out model inputs
             run_dir = self.layout.run_dir(run.info.experiment_id, run.info.run_id)
             artifacts = self._download(run.info.artifact_uri, run_dir / "artifacts")
-            write_json(run_dir / "run.json", run_record(run, history, artifacts))
+            write_record(run_dir / "run.json", run_record(run, history, artifacts))
             return True
 
         if self.outcome.attempt("run", run.info.run_name or run.info.run_id, run.info.run_id, action):
@@ -349,7 +349,7 @@ class Exporter:
             def action(model=model):
                 model_dir = self.layout.logged_model_dir(model.model_id)
                 artifacts = self._download(model.artifact_location, model_dir / "artifacts")
-                write_json(model_dir / "logged_model.json", logged_model_record(model, artifacts))
+                write_record(model_dir / "logged_model.json", logged_model_record(model, artifacts))
                 return True
 
             if self.outcome.attempt("logged model", model.name, model.model_id, action) is not None:
@@ -379,7 +379,7 @@ class Exporter:
             if not trace.data.spans:
                 log.warning("trace %s of experiment %r has no spans on the source; exported without spans",
                             trace_id, experiment.name)
-            write_json(self.layout.trace_file(experiment.experiment_id, trace_id), record)
+            write_record(self.layout.trace_file(experiment.experiment_id, trace_id), record)
             self.outcome.count("traces")
 
     # -- registered models and prompts ---------------------------------------------------------
@@ -393,13 +393,15 @@ class Exporter:
 
                 def action(model=model, is_prompt=is_prompt):
                     if is_prompt:
-                        write_json(self.layout.prompt_file(model.name), prompt_record(model, self._prompt_versions(model)))
+                        write_record(self.layout.prompt_file(model.name),
+                                     prompt_record(model, self._prompt_versions(model)))
                         return True
                     versions = list(paged(lambda token: self.client.search_model_versions(
                         filter_string=f"name = '{_quote(model.name)}'", max_results=10000, page_token=token)))
                     if self._outside_run_filter(model.name, versions):
                         return False
-                    write_json(self.layout.registered_model_file(model.name), registered_model_record(model, versions))
+                    write_record(self.layout.registered_model_file(model.name),
+                                 registered_model_record(model, versions))
                     return True
 
                 kind = "prompt" if is_prompt else "registered model"
@@ -437,7 +439,7 @@ class Exporter:
         for dataset, experiment_ids in self._selected_datasets(experiments):
             def action(dataset=dataset, experiment_ids=experiment_ids):
                 rows, _ = store._load_dataset_records(dataset.dataset_id, max_results=None)
-                write_json(self.layout.evaluation_dataset_file(dataset.dataset_id),
+                write_record(self.layout.evaluation_dataset_file(dataset.dataset_id),
                            evaluation_dataset_record(dataset, experiment_ids, rows))
                 return True
 

@@ -44,12 +44,20 @@ def decode_float(value: float | str) -> float:
     return float(value) if isinstance(value, str) else value
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
     """Atomically write strict JSON (no NaN tokens) with a trailing newline."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False, sort_keys=sort_keys) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_record(path: Path, data: Any) -> None:
+    """Write one exported object as canonical JSON (keys sorted): servers return tags and metadata in
+    no fixed order, and the same object must be the same bytes in every export (snapshots store
+    files by content, so a reordered copy would be stored again and never deduplicated)."""
+    write_json(path, data, sort_keys=True)
 
 
 def is_temporary(path: Path) -> bool:

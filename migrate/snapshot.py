@@ -14,12 +14,16 @@ interrupted restore resumes with the same work directory).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = "mlflow-sync-snapshot"
 SNAPSHOT_FORMAT_VERSION = 1
+STAGING_PREFIX = "mlflow-sync-snapshot-staging-"
+STAGING_LOCK = ".lock"
 
 
 def _checksum(snapshot: dict) -> str:
@@ -69,8 +75,8 @@ def create_snapshot(source: Server, to: str, *, workers: int, staging: Path | No
     store = open_store(to)
     listing = store.listing()
     ids = snapshot_ids(listing)
-    with tempfile.TemporaryDirectory(prefix="mlflow-sync-snapshot-", dir=staging) as tmp:
-        export_dir = Path(tmp) / "export"
+    with _staging_directory(staging) as tmp:
+        export_dir = tmp / "export"
         service.export(source, str(export_dir), filters=ExportFilters(include_deleted_runs=True), workers=workers)
         export_manifest = load_manifest(ExportLayout(export_dir))
         stored_files = stored_bytes = 0
@@ -104,6 +110,43 @@ def create_snapshot(source: Server, to: str, *, workers: int, staging: Path | No
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["location"] = store.display(snapshot_key(snapshot["id"]))
     return summary
+
+
+@contextmanager
+def _staging_directory(parent: Path | None):
+    """A private directory for the full export, locked while a create uses it.
+
+    A killed create leaves its export behind (a full copy of the source); the next create on this
+    machine removes every staging directory whose lock nobody holds any more.
+    """
+    root = Path(parent or tempfile.gettempdir())
+    for stale in root.glob(f"{STAGING_PREFIX}*"):
+        _remove_if_abandoned(stale)
+    path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    try:
+        with open(path / f"{STAGING_LOCK}.new", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            os.replace(path / f"{STAGING_LOCK}.new", path / STAGING_LOCK)  # visible to others only once held
+            yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_if_abandoned(directory: Path) -> None:
+    try:
+        lock = open(directory / STAGING_LOCK)
+    except OSError:
+        return  # not ours, or being set up right now
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a running create
+        log.info("removing %s, left by a snapshot create that did not finish", directory)
+        try:
+            shutil.rmtree(directory)
+        except OSError as exc:
+            log.warning("could not remove %s, left by a snapshot create that did not finish: %s", directory, exc)
 
 
 def _summary(snapshot: dict) -> dict:

@@ -1,0 +1,109 @@
+"""SIGKILL `mlflow-sync snapshot create` at seeded points, one after the other, then let it finish.
+
+The store is S3 (moto behind a fault proxy), so a kill can land in the middle of a blob PUT. The
+points: while the export reads the source, mid blob upload (some blobs of the new snapshot
+already stored), with every blob stored and the snapshot manifest on its way, and right after
+the manifest was stored but before the tool heard back. After each kill only complete snapshots
+are listed and each verifies clean; what a killed create left behind is reported by `verify` as
+extra, then reused by the next create. The final snapshot restores into an empty server with
+every object exactly once and a clean validation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from mlflow_sync.cli import main
+from mlflow_sync.connection import connect
+from mlflow_sync.migrate.demo_data import build_rich_source
+from mlflow_sync.migrate.snapshot import STAGING_PREFIX
+from tests.faults.inventory import assert_exactly_once, record_summary
+from tests.faults.killing import KillPoint, kill_at
+from tests.faults.test_fault_rates import RICH_SOURCE
+from tests.harness import DEFAULT_BUCKET, LoopbackProxy
+from tests.migrate.conftest import build_plain_runs
+
+SEED = 20261124
+EXTRA = "extra (not in any manifest)"
+
+
+def _json(capsys, args: list[str]) -> tuple[int, object]:
+    capsys.readouterr()
+    code = main([*args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _check_store(capsys, location: str, expected_ids: list[str]) -> list[str]:
+    """Exactly the complete snapshots are listed, each verifies clean; returns the keys reported extra."""
+    code, listed = _json(capsys, ["snapshot", "list", "--from", location])
+    assert code == 0 and [s["id"] for s in listed] == expected_ids
+    for snapshot_id in expected_ids:
+        code, report = _json(capsys, ["snapshot", "verify", "--from", location, "--snapshot", snapshot_id])
+        assert code == 0 and report["problems"] == [], report["problems"]
+    _, report = _json(capsys, ["snapshot", "verify", "--from", location])
+    assert {p["problem"] for p in report["problems"]} <= {EXTRA}, report["problems"]
+    extra = [p["path"] for p in report["problems"]]
+    assert all(f"{location}/blobs/" in path for path in extra), extra
+    return extra
+
+
+@pytest.mark.slow
+def test_sigkill_snapshot_create_at_seeded_points_then_create_again(mlflow_server, moto, tmp_path, quick_profile,
+                                                                    capsys):
+    source_server, restored_server = mlflow_server(), mlflow_server()
+    source = connect(source_server.url, role="source")
+    build_rich_source(source, runs_per_experiment=1)
+    prefix = f"{tmp_path.name}/snapshots"
+    location = f"s3://{DEFAULT_BUCKET}/{prefix}"
+    create = ["snapshot", "create", "--source", source_server.url, "--to", location, "--config", quick_profile,
+              "--quiet"]
+    assert main(create) == 0
+    [first] = _json(capsys, ["snapshot", "list", "--from", location])[1]
+    for run_id in build_plain_runs(source.client, 2, experiment="added later"):
+        source.client.set_tag(run_id, "unique", run_id)  # new content: the next snapshot has blobs to store
+
+    rng = random.Random(SEED)
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    with LoopbackProxy(moto.endpoint_url, name="s3") as s3_proxy:
+        blob_put, manifest_put = f"PUT /{DEFAULT_BUCKET}/{prefix}/blobs/*", f"PUT /{DEFAULT_BUCKET}/{prefix}/snapshots/*"
+        points = [
+            KillPoint("reading the source (artifact download)", source_server.proxy,
+                      "GET /api/2.0/mlflow-artifacts/presigned/*", rng.randint(1, 4), after_forward=False),
+            KillPoint("mid blob upload, earlier blobs stored", s3_proxy, blob_put, rng.randint(2, 4),
+                      after_forward=False),
+            KillPoint("every blob stored, manifest upload in flight", s3_proxy, manifest_put, 1, after_forward=False),
+            KillPoint("manifest stored, answer lost", s3_proxy, manifest_put, 1, after_forward=True),
+        ]
+        complete, extra_after_kill, staged = [first["id"]], {}, {}
+        for point in points:
+            kill_at(point, create, env={"AWS_ENDPOINT_URL_S3": s3_proxy.url, "TMPDIR": str(staging)})
+            if point.after_forward:  # the manifest made it: a complete snapshot the tool never reported
+                complete = [s["id"] for s in _json(capsys, ["snapshot", "list", "--from", location])[1]]
+                assert len(complete) == 2
+            extra_after_kill[point.name] = len(_check_store(capsys, location, complete))
+            staged[point.name] = len(list(staging.glob(f"{STAGING_PREFIX}*")))
+        uploads = moto.boto3_client("s3").list_multipart_uploads(Bucket=DEFAULT_BUCKET, Prefix=prefix)
+        assert uploads.get("Uploads", []) == []
+
+    assert extra_after_kill["every blob stored, manifest upload in flight"] > 0  # the kills did leave blobs
+    # a create killed while it still needs its export copy leaves it behind until the next create removes it
+    assert list(staged.values()) == [1, 1, 0, 0], staged
+    assert main(create) == 0
+    code, listed = _json(capsys, ["snapshot", "list", "--from", location])
+    assert len(listed) == 3 and listed[-1]["stored_files"] == 0  # everything the kills stored was reused
+    assert _check_store(capsys, location, [s["id"] for s in listed]) == []
+
+    assert main(["snapshot", "restore", "--from", location, "--target", restored_server.url, "--work-dir",
+                 str(tmp_path / "restore"), "--validate-against", source_server.url, "--config", quick_profile,
+                 "--quiet"]) == 0
+    report = json.loads((tmp_path / "restore" / "restore-report.json").read_text())
+    assert report["validation"]["ok"] is True, report["validation"]
+    expected = {**RICH_SOURCE, "experiment": RICH_SOURCE["experiment"] + 1, "run": RICH_SOURCE["run"] + 2}
+    held = assert_exactly_once(connect(restored_server.url, role="target").client, expected)
+    record_summary("snapshot_create_sigkill", kills=[f"{p.name} (request #{p.nth})" for p in points],
+                   extra_blobs_after_each_kill=extra_after_kill, staging_dirs_left_after_each_kill=staged,
+                   objects=held, lost=0)
