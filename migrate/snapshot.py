@@ -260,6 +260,9 @@ def verify_snapshots(location: str, snapshot_id: str | None = None, *, workers: 
         known = set(wanted) | {snapshot_key(i) for i in ids}
         for key in sorted(set(listing) - known):
             report.problems.append({"path": store.display(key), "problem": "extra (not in any manifest)", "in": []})
+        for key, _ in store.incomplete_uploads():
+            report.problems.append({"path": store.display(key), "in": [],
+                                    "problem": "incomplete upload (an interrupted create; prune removes it)"})
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -395,7 +398,8 @@ def _count_check(target: Server, expected: dict) -> dict:
 
 
 def prune_snapshots(location: str, keep: int, *, dry_run: bool = False) -> dict:
-    """Remove all but the newest ``keep`` snapshots, then the blobs no kept snapshot references."""
+    """Remove all but the newest ``keep`` snapshots, then the blobs no kept snapshot references and the
+    incomplete uploads of interrupted creates (run it while no create is writing to the location)."""
     if keep < 1:
         raise UsageError("--keep must be at least 1 (prune never removes the newest snapshot)")
     store = open_store(location)
@@ -406,10 +410,13 @@ def prune_snapshots(location: str, keep: int, *, dry_run: bool = False) -> dict:
     for each in kept:
         referenced |= {blob_key(i["sha256"]) for i in _load(store, each)["export_manifest"]["files"].values()}
     orphans = sorted(k for k in listing if k.startswith(f"{BLOBS}/") and k not in referenced)
+    unfinished = store.incomplete_uploads()
     if not dry_run:
         for each in removed:  # manifests first: a blob is only deleted once nothing kept can point at it
             store.delete(snapshot_key(each))
         for key in orphans:
             store.delete(key)
+        for key, handle in unfinished:
+            store.abort_upload(key, handle)
     return {"kept": kept, "removed": removed, "removed_blobs": len(orphans),
-            "freed_bytes": sum(listing[k] for k in orphans), "dry_run": dry_run}
+            "freed_bytes": sum(listing[k] for k in orphans), "aborted_uploads": len(unfinished), "dry_run": dry_run}

@@ -6,7 +6,9 @@ Layout (the same in both)::
     snapshots/<snapshot id>.json            one manifest per snapshot (written last)
 
 Writes are atomic: a local file is written to a temporary name and renamed; an S3 object only
-appears when its upload completes.
+appears when its upload completes. A write that was killed leaves an *incomplete upload* (the
+temporary file, or the parts of an S3 multipart upload, invisible in a listing but stored):
+``incomplete_uploads`` names them so ``verify`` can report them and ``prune`` remove them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from mlflow_sync import s3
 from mlflow_sync.errors import UsageError
-from mlflow_sync.migrate.layout import write_json
+from mlflow_sync.migrate.layout import is_temporary, write_json
 from mlflow_sync.migrate.manifest import sha256_of
 
 BLOBS = "blobs"
@@ -45,10 +47,19 @@ class LocalStore:
         return str(self.root / key)
 
     def listing(self) -> dict[str, int]:
-        """Every file under the root: {key: size}."""
-        if not self.root.exists():
-            return {}
-        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in self.root.rglob("*") if p.is_file()}
+        """Every file under the root: {key: size} (files still being written, or never finished, aside)."""
+        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in self._files() if not is_temporary(p)}
+
+    def incomplete_uploads(self) -> list[tuple[str, str]]:
+        """(key, upload handle) of every write that never finished: here, a temporary file."""
+        return [(key, key) for key in sorted(p.relative_to(self.root).as_posix() for p in self._files()
+                                             if is_temporary(p))]
+
+    def abort_upload(self, key: str, handle: str) -> None:
+        (self.root / handle).unlink(missing_ok=True)
+
+    def _files(self) -> list[Path]:
+        return [p for p in self.root.rglob("*") if p.is_file()] if self.root.exists() else []
 
     def read_json(self, key: str):
         return json.loads((self.root / key).read_text(encoding="utf-8"))
@@ -89,6 +100,15 @@ class S3Store:
         prefix = self.location.key.rstrip("/") + "/" if self.location.key else ""
         return {obj["Key"][len(prefix):]: obj["Size"] for obj in s3.list_objects(s3.S3Location(
             self.location.bucket, prefix).uri)}
+
+    def incomplete_uploads(self) -> list[tuple[str, str]]:
+        """(key, upload id) of every multipart upload never completed nor aborted (S3 keeps its parts)."""
+        prefix = self.location.key.rstrip("/") + "/" if self.location.key else ""
+        return [(upload["Key"][len(prefix):], upload["UploadId"])
+                for upload in s3.list_incomplete_uploads(s3.S3Location(self.location.bucket, prefix).uri)]
+
+    def abort_upload(self, key: str, handle: str) -> None:
+        s3.abort_upload(self.location.child(key).uri, handle)
 
     def read_json(self, key: str):
         with tempfile.TemporaryDirectory(prefix="mlflow-sync-snapshot-") as tmp:

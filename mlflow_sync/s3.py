@@ -129,6 +129,31 @@ def list_objects(uri: str):
         raise _failure("list", location, exc) from exc
 
 
+def list_incomplete_uploads(uri: str):
+    """Yield the multipart uploads under a prefix that were started and never completed nor aborted
+    (a killed upload): dicts with Key, UploadId, Initiated. S3 keeps (and bills) their parts."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    location = parse_s3_uri(uri)
+    paginator = client().get_paginator("list_multipart_uploads")
+    try:
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=location.key):
+            yield from page.get("Uploads", [])
+    except (ClientError, BotoCoreError) as exc:
+        raise _failure("list the uploads under", location, exc) from exc
+
+
+def abort_upload(uri: str, upload_id: str) -> None:
+    """Abort an incomplete multipart upload: S3 drops its parts."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    location = parse_s3_uri(uri)
+    try:
+        client().abort_multipart_upload(Bucket=location.bucket, Key=location.key, UploadId=upload_id)
+    except (ClientError, BotoCoreError) as exc:
+        raise _failure("abort the upload of", location, exc) from exc
+
+
 def list_children(uri: str) -> tuple[set[str], set[str]]:
     """(object names, sub-folder names) directly under a prefix: one request, whatever lies deeper."""
     from botocore.exceptions import BotoCoreError, ClientError

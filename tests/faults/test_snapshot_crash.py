@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,39 @@ def test_sigkill_snapshot_create_at_seeded_points_then_create_again(mlflow_serve
     record_summary("snapshot_create_sigkill", kills=[f"{p.name} (request #{p.nth})" for p in points],
                    extra_blobs_after_each_kill=extra_after_kill, staging_dirs_left_after_each_kill=staged,
                    objects=held, lost=0)
+
+
+def _leave_incomplete_upload(location: str, moto, blob: str) -> None:
+    """What a create killed mid-write leaves: a temporary file, or an S3 multipart upload with a part."""
+    if location.startswith("s3://"):
+        s3, key = moto.boto3_client("s3"), f"{location.split('/', 3)[3]}/{blob}"
+        upload = s3.create_multipart_upload(Bucket=DEFAULT_BUCKET, Key=key)
+        s3.upload_part(Bucket=DEFAULT_BUCKET, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024)
+    else:
+        path = Path(location) / blob
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_name(f".{path.name}.tmp-99999").write_bytes(b"half a blob")
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_verify_reports_and_prune_removes_what_a_killed_upload_left(shared_mlflow_server, moto, tmp_path, capsys,
+                                                                     store):
+    """A multipart upload killed midway is invisible in a listing, yet S3 keeps (and bills) its parts."""
+    location = str(tmp_path / "snapshots") if store == "local" else f"s3://{DEFAULT_BUCKET}/{tmp_path.name}/snapshots"
+    assert main(["snapshot", "create", "--source", shared_mlflow_server.url, "--to", location, "--quiet"]) == 0
+    blob = f"blobs/ab/ab{'0' * 62}"
+    _leave_incomplete_upload(location, moto, blob)
+
+    code, listed = _json(capsys, ["snapshot", "list", "--from", location])
+    assert code == 0 and len(listed) == 1
+    code, report = _json(capsys, ["snapshot", "verify", "--from", location, "--snapshot", listed[0]["id"]])
+    assert code == 0 and report["problems"] == []
+    code, report = _json(capsys, ["snapshot", "verify", "--from", location])
+    assert code == 4 and [p["problem"] for p in report["problems"]] == [
+        "incomplete upload (an interrupted create; prune removes it)"]
+    assert blob.split("/")[-1] in report["problems"][0]["path"]
+
+    code, pruned = _json(capsys, ["snapshot", "prune", "--from", location, "--keep", "1"])
+    assert code == 0 and pruned["aborted_uploads"] == 1 and pruned["removed_blobs"] == 0
+    assert _json(capsys, ["snapshot", "verify", "--from", location])[0] == 0
+    record_summary(f"snapshot_incomplete_upload_{store}", reported=1, removed_by_prune=1, lost=0)
