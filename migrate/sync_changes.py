@@ -14,13 +14,16 @@ behind can carry times older than the sync that missed it. What keeps the overla
 - the "ended since" search asks only for runs that started before the window (the "started
   since" search already returned the others), so no run is sent twice;
 - both searches leave out, by id (``run_id NOT IN``, up to ``SETTLED_EXCLUSION_LIMIT`` ids), the
-  runs a previous sync already read as finished and copied (``SyncState.settled_runs``): these
-  are the runs a late clock cannot hide, since the sync saw their final state. A run the previous
-  sync missed, or saw RUNNING, is not on that list and is read; whatever it returns is compared
-  by fingerprint, so a run copied before is refreshed by difference, never created twice.
+  runs a previous sync already read as finished and copied (``SyncState.settled_runs``). The
+  overlap is not for these: that sync saw them after they finished, and later edits of finished
+  runs are not followed anyway (see the limits below). A run the previous sync missed, or saw
+  RUNNING, is not on that list and is read; what the searches return is compared by fingerprint,
+  so a run copied before is refreshed by difference, never created twice. (``run_id NOT IN``
+  came in the same MLflow change, mlflow/mlflow#6945, as the ``run_id IN`` the RUNNING-run search
+  below already needs.)
 
 Known limits: a run that finished before the last sync is not looked at again (MLflow keeps
-no update time for runs), nor is a run created with a ``start_time`` older than the window.
+no update time for runs), nor is a run whose start and end times both lie before the window.
 """
 
 from __future__ import annotations
@@ -152,7 +155,6 @@ class ChangeFinder:
         self.since = None if state.last_sync_ms is None else state.last_sync_ms - overlap_ms
         self.delta = Delta()
         self.delta.excluded_runs = self._settled_in_window()
-        self._exclusion = self.delta.excluded_runs
 
     def find_and_export(self) -> Delta:
         from mlflow.entities import ViewType
@@ -226,20 +228,11 @@ class ChangeFinder:
                    if t >= self.since and self.journal.is_done("run", run_id)]
         return [run_id for _, run_id in sorted(settled, reverse=True)[:SETTLED_EXCLUSION_LIMIT]]
 
-    def _window_search(self, experiment_ids: list[str], condition: str) -> list:
-        if self._exclusion:
-            from mlflow.exceptions import MlflowException
-
-            ids = ", ".join(f"'{r}'" for r in self._exclusion)
-            try:
-                return list(self._search_runs(experiment_ids, f"{condition} AND attributes.run_id NOT IN ({ids})"))
-            except MlflowException as exc:
-                if exc.error_code != "INVALID_PARAMETER_VALUE":
-                    raise
-                log.info("the source cannot leave runs out by id (%s): settled runs in the window are read "
-                         "again and compared by fingerprint", exc.message)
-                self._exclusion = []
-        return list(self._search_runs(experiment_ids, condition))
+    def _window_search(self, experiment_ids: list[str], condition: str):
+        if self.delta.excluded_runs:
+            ids = ", ".join(f"'{r}'" for r in self.delta.excluded_runs)
+            condition = f"{condition} AND attributes.run_id NOT IN ({ids})"
+        return self._search_runs(experiment_ids, condition)
 
     def _running_runs(self) -> None:
         from mlflow.entities import ViewType
