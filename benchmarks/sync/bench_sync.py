@@ -17,6 +17,9 @@ proxies) and wall time per sync; targets: sync 2 <= 5% of sync 1 in requests and
 blob files; 5. ``snapshot restore`` into an empty server (the recovery time of this size).
 
 Results: benchmarks/sync/results.json and results.md (with the command and the machine).
+``--recent-history`` makes the finished runs now instead (all of them fall in sync 2's window: the
+overlap's worst case, and the dataset of the first measurement); ``--skip-snapshot`` measures the
+syncs only (steps 1-3).
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ def machine_facts() -> dict:
             "platform": platform.platform(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def build_source(url: str, runs: int, big_mb: int) -> dict:
+def build_source(url: str, runs: int, big_mb: int, *, recent: bool = False) -> dict:
     """Old finished runs in EXPERIMENTS experiments (built in parallel, experiment i's history starting
-    HISTORY_DAYS - 2i days ago), 1% RUNNING runs started hours ago, one big-artifact run from last week."""
+    HISTORY_DAYS - 2i days ago), 1% RUNNING runs started hours ago, one big-artifact run from last week.
+    ``recent``: the finished and the big-artifact runs are made now instead (their times: now)."""
     from mlflow.entities import Metric
 
     client = connect(url, role="source").client
@@ -70,7 +74,7 @@ def build_source(url: str, runs: int, big_mb: int) -> dict:
     now = int(time.time() * 1000)
     with ThreadPoolExecutor(EXPERIMENTS) as pool:
         list(pool.map(lambda i: build_plain_runs(connect(url, role="source").client, share, experiment=f"bench-{i}",
-                                                 started_ms=now - (HISTORY_DAYS - 2 * i) * DAY_MS),
+                                                 started_ms=None if recent else now - (HISTORY_DAYS - 2 * i) * DAY_MS),
                       range(EXPERIMENTS)))
     experiment_id = client.get_experiment_by_name("bench-0").experiment_id
     running = []
@@ -82,9 +86,10 @@ def build_source(url: str, runs: int, big_mb: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(4):
             Path(tmp, f"weights-{index}.bin").write_bytes(os.urandom(big_mb * 1024 * 1024 // 4))
-        big = client.create_run(experiment_id, run_name="weights", start_time=now - 7 * DAY_MS).info.run_id
+        big_start = None if recent else now - 7 * DAY_MS
+        big = client.create_run(experiment_id, run_name="weights", start_time=big_start).info.run_id
         client.log_artifacts(big, tmp)
-        client.set_terminated(big, end_time=now - 7 * DAY_MS + 3600 * 1000)
+        client.set_terminated(big, end_time=None if recent else big_start + 3600 * 1000)
     return {"finished_runs": share * EXPERIMENTS + 1, "running_runs": running}
 
 
@@ -122,6 +127,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--big-mb", type=int, default=200, help="Size of the one big-artifact run (MB).")
     parser.add_argument("--output-dir", type=Path, default=HERE)
+    parser.add_argument("--recent-history", action="store_true",
+                        help="Make the finished runs now instead of days ago: every run falls in the second sync's "
+                             "window, the worst case of the overlap (the dataset of the first measurement).")
+    parser.add_argument("--skip-snapshot", action="store_true",
+                        help="Measure the syncs only (no snapshot create, verify, restore).")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     work = ROOT / "benchmarks" / "work" / "sync"
@@ -131,16 +141,18 @@ def main() -> int:
               "machine": machine_facts()}
     with MotoServer(work / "moto") as moto:
         moto.make_bucket()
-        servers = {role: MlflowServer(moto, workdir=work / role) for role in ("source", "standby", "restored")}
+        roles = ("source", "standby") if args.skip_snapshot else ("source", "standby", "restored")
+        servers = {role: MlflowServer(moto, workdir=work / role) for role in roles}
         for role, server in servers.items():
             (work / role).mkdir(exist_ok=True)
             server.start()
         try:
-            source, standby, restored = servers["source"], servers["standby"], servers["restored"]
+            source, standby = servers["source"], servers["standby"]
             started = time.monotonic()
-            dataset = build_source(source.direct_url, args.runs, args.big_mb)
+            dataset = build_source(source.direct_url, args.runs, args.big_mb, recent=args.recent_history)
             result["dataset"] = {"finished_runs": dataset["finished_runs"], "running_runs": len(dataset["running_runs"]),
-                                 "big_artifact_mb": args.big_mb, "build_seconds": round(time.monotonic() - started, 1)}
+                                 "big_artifact_mb": args.big_mb, "build_seconds": round(time.monotonic() - started, 1),
+                                 "history": "recent" if args.recent_history else "old"}
             print("dataset built", result["dataset"], flush=True)
             result["sync_1_first"] = measure_sync(source, standby, work / "sync-work")
             print("sync 1", result["sync_1_first"], flush=True)
@@ -153,26 +165,8 @@ def main() -> int:
             result["ratios"] = {"requests": round(second["requests"] / first["requests"], 4),
                                 "seconds": round(second["seconds"] / first["seconds"], 4)}
 
-            snapshots = work / "snapshots"
-            with connect(source.url, role="source") as s:
-                result["snapshot_create"] = create_snapshot(s, str(snapshots), workers=4)
-            for workers in (1, 4):
-                report = verify_snapshots(str(snapshots), workers=workers).as_dict()
-                result[f"verify_workers_{workers}"] = {k: report[k] for k in ("checked_files", "checked_bytes",
-                                                                               "seconds", "mb_per_second", "ok")}
-            blobs = sorted(p for p in (snapshots / "blobs").rglob("*") if p.is_file())
-            seconds = sha256sum_seconds(blobs)
-            total = sum(p.stat().st_size for p in blobs)
-            result["sha256sum"] = {"files": len(blobs), "bytes": total, "seconds": round(seconds, 3),
-                                   "mb_per_second": round(total / 1e6 / seconds, 1)}
-            print("verify", result["verify_workers_4"], "sha256sum", result["sha256sum"], flush=True)
-            with connect(restored.url, role="target") as t:
-                started = time.monotonic()
-                summary = restore_snapshot(str(snapshots), t, work / "restore-work", workers=4)
-                result["restore"] = {"seconds": round(time.monotonic() - started, 1),
-                                     "requests_target": restored.counter.total,
-                                     "count_check": summary["count_check"]}
-            print("restore", result["restore"], flush=True)
+            if not args.skip_snapshot:
+                measure_snapshots(source, servers["restored"], work, result)
         finally:
             for server in servers.values():
                 server.stop()
@@ -183,13 +177,39 @@ def main() -> int:
     return 0
 
 
+def measure_snapshots(source: MlflowServer, restored: MlflowServer, work: Path, result: dict) -> None:
+    """Snapshot create, verify against sha256sum, restore into an empty server."""
+    snapshots = work / "snapshots"
+    with connect(source.url, role="source") as s:
+        result["snapshot_create"] = create_snapshot(s, str(snapshots), workers=4)
+    for workers in (1, 4):
+        report = verify_snapshots(str(snapshots), workers=workers).as_dict()
+        result[f"verify_workers_{workers}"] = {k: report[k] for k in ("checked_files", "checked_bytes",
+                                                                       "seconds", "mb_per_second", "ok")}
+    blobs = sorted(p for p in (snapshots / "blobs").rglob("*") if p.is_file())
+    seconds = sha256sum_seconds(blobs)
+    total = sum(p.stat().st_size for p in blobs)
+    result["sha256sum"] = {"files": len(blobs), "bytes": total, "seconds": round(seconds, 3),
+                           "mb_per_second": round(total / 1e6 / seconds, 1)}
+    print("verify", result["verify_workers_4"], "sha256sum", result["sha256sum"], flush=True)
+    with connect(restored.url, role="target") as t:
+        started = time.monotonic()
+        summary = restore_snapshot(str(snapshots), t, work / "restore-work", workers=4)
+        result["restore"] = {"seconds": round(time.monotonic() - started, 1),
+                             "requests_target": restored.counter.total,
+                             "count_check": summary["count_check"]}
+    print("restore", result["restore"], flush=True)
+
+
 def render(r: dict) -> str:
     m, d = r["machine"], r["dataset"]
     s1, s2, s3 = r["sync_1_first"], r["sync_2_after_1pct_change"], r["sync_3_no_change"]
-    v1, v4, sha = r["verify_workers_1"], r["verify_workers_4"], r["sha256sum"]
-    snap, restore = r["snapshot_create"], r["restore"]
     ok = "yes" if r["ratios"]["requests"] <= 0.05 and r["ratios"]["seconds"] <= 0.05 else "NO"
-    return "\n".join([
+    history = (f"The history is old: finished runs started and ended {HISTORY_DAYS} to ~{HISTORY_DAYS - 8} days ago, "
+               f"the RUNNING runs started {RUNNING_SINCE_HOURS} hours ago"
+               if d["history"] == "old" else "Recent history (--recent-history): the finished runs were made in the "
+               "minutes before sync 1, so all fall in sync 2's window")
+    lines = [
         "# sync and snapshot benchmark", "",
         f"Command: `{r['command']}`", "",
         f"- Machine: {m['date_utc']}; {m['cores']} cores ({m['cpu']}), Python {m['python']}, MLflow {m['mlflow']}, "
@@ -197,9 +217,8 @@ def render(r: dict) -> str:
         "the 2 cores are shared with other engineers' tests and servers, so times are noisy.",
         f"- Dataset: {d['finished_runs']} finished runs (20 params, 10 metrics, 100-step histories on every 3rd "
         f"run, 2 artifacts) in 4 experiments, {d['running_runs']} RUNNING runs, one run with {d['big_artifact_mb']} "
-        f"MB of artifacts. Servers: sqlite, artifacts proxied to moto S3, all on loopback. The history is old: "
-        f"finished runs started and ended {HISTORY_DAYS} to ~{HISTORY_DAYS - 8} days ago, the RUNNING runs "
-        f"started {RUNNING_SINCE_HOURS} hours ago; built in {d['build_seconds']} s.", "",
+        f"MB of artifacts. Servers: sqlite, artifacts proxied to moto S3, all on loopback. {history}; built in "
+        f"{d['build_seconds']} s.", "",
         "## Incremental sync", "",
         "| sync | what changed | requests (source + target) | seconds |", "|---|---|---|---|",
         f"| 1 (first) | everything | {s1['requests']} ({s1['requests_source']} + {s1['requests_target']}) | {s1['seconds']} |",
@@ -211,6 +230,13 @@ def render(r: dict) -> str:
         f"Window (default overlap, {s2['window']['overlap_minutes']} minutes): sync 2 read "
         f"{s2['window']['runs_read']} runs and left out {s2['window']['settled_runs_left_out']} it already held "
         f"finished; sync 3 read {s3['window']['runs_read']} and left out {s3['window']['settled_runs_left_out']}.", "",
+    ]
+    if "snapshot_create" not in r:
+        return "\n".join([*lines, "Snapshots: not measured in this run (--skip-snapshot).", ""])
+    v1, v4, sha = r["verify_workers_1"], r["verify_workers_4"], r["sha256sum"]
+    snap, restore = r["snapshot_create"], r["restore"]
+    return "\n".join([
+        *lines,
         "## Snapshot verify throughput", "",
         f"Snapshot: {snap['files']} files, {snap['total_bytes']:,} bytes, created in {snap['seconds']} s. "
         f"Verify recomputes the sha256 of every blob ({v4['checked_files']} distinct blobs, {v4['checked_bytes']:,} bytes).", "",
