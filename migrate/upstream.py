@@ -29,6 +29,16 @@ class Defect:
 
 DEFECTS: tuple[Defect, ...] = (
     Defect(
+        "db-overload-as-400",
+        "MLflow's SQL store answers a database it cannot use for the moment (connection pool exhausted, "
+        "SQLite locked, deadlock) with HTTP 400 BAD_REQUEST, which clients treat as final: an import "
+        "under load loses the object.",
+        "The shared budget layer retries those answers like a 503, with backoff inside the request "
+        "budget (create guards keep the retried creates single).",
+        "mlflow_sync.budget:is_transient",
+        "tests/foundation/test_connection.py::test_a_busy_database_answer_is_retried_but_a_bad_request_is_not",
+    ),
+    Defect(
         "model-inputs-keyerror",
         "mlflow-export-import #250: a run whose inputs hold logged models raises KeyError 'step' on "
         "import; every older run of that experiment is dropped, exit code 0.",

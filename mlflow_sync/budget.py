@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 UNAVAILABLE_STATUS = RETRYABLE_STATUS - {500}
+
+# MLflow's SQL store answers a database it could not use for the moment with 400 BAD_REQUEST
+# (sqlalchemy errors wrapped as MlflowException): an overloaded server, not a bad request.
+# See migrate/upstream.py "db-overload-as-400".
+TRANSIENT_DATABASE_ERRORS = (
+    "QueuePool limit",  # no connection free within the pool timeout
+    "database is locked",  # SQLite writer lock
+    "Deadlock found",  # MySQL/MariaDB rolled the transaction back
+    "could not serialize access",  # PostgreSQL serialization failure, rolled back
+)
+
+
+def is_transient(response: requests.Response) -> bool:
+    """A response worth retrying: 408, 429, 5xx, or MLflow's 400 for a busy database."""
+    if response.status_code in RETRYABLE_STATUS:
+        return True
+    return response.status_code == 400 and any(marker in response.text for marker in TRANSIENT_DATABASE_ERRORS)
 """Still answered after the whole retry budget, these mean the server is unavailable: the job stops.
 A lasting 500 is more likely this one object's problem: it is reported with the object instead."""
 
@@ -87,7 +104,7 @@ def limiter_for(server_key: str, rps: float | None) -> RateLimiter | _Unlimited:
 
 
 class TransientHTTPError(Exception):
-    """A response worth retrying (429, 5xx, 408); carries the response for Retry-After."""
+    """A response worth retrying (see ``is_transient``); carries the response for Retry-After."""
 
     def __init__(self, response: requests.Response):
         super().__init__(f"HTTP {response.status_code}")
@@ -185,7 +202,7 @@ class RetryPolicy:
 
         def once() -> requests.Response:
             response = attempt()
-            if response.status_code in RETRYABLE_STATUS:
+            if is_transient(response):
                 raise TransientHTTPError(response)
             return response
 

@@ -145,6 +145,26 @@ def test_retries_honour_retry_after_then_succeed(mlflow_server):
     assert statuses == [429, 503, 200]
 
 
+# MLflow's own answer when its SQL store had no free pooled connection (seen under load).
+BUSY_DATABASE = (b'{"error_code": "BAD_REQUEST", "message": "(sqlalchemy.exc.TimeoutError) QueuePool limit of '
+                 b'size 5 overflow 10 reached, connection timed out, timeout 30.00 (Background on this error '
+                 b'at: https://sqlalche.me/e/20/3o7r)"}')
+
+
+def test_a_busy_database_answer_is_retried_but_a_bad_request_is_not(mlflow_server):
+    server = mlflow_server("sqlite")
+    server.proxy.faults = FaultRule(Respond(400, {}, BUSY_DATABASE), path_contains="runs/create", times=2)
+    with connect(server.url, retry=FAST_RETRY) as connected:
+        experiment_id = connected.client.create_experiment("busy")
+        run = connected.client.create_run(experiment_id)
+        assert connected.transport.retry_stats.retries == 2
+        with pytest.raises(Exception, match="INVALID_PARAMETER_VALUE"):
+            connected.client.log_param(run.info.run_id, "", "no key")
+        assert connected.transport.retry_stats.retries == 2
+        assert len(connected.client.search_runs([experiment_id])) == 1
+    assert [r.status for r in server.counter.snapshot() if "runs/create" in r.endpoint] == [400, 400, 200]
+
+
 def test_retry_budget_is_bounded_and_reported(mlflow_server):
     server = mlflow_server("sqlite")
     server.proxy.faults = FaultRule(Respond(503, {}, b"down"), path_contains="experiments/create")
