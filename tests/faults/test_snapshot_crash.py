@@ -7,19 +7,22 @@ the manifest was stored but before the tool heard back. After each kill only com
 are listed and each verifies clean; what a killed create left behind is reported by `verify` as
 extra, then reused by the next create. The final snapshot restores into an empty server with
 every object exactly once and a clean validation.
+
+A kill between the parts of a multipart upload leaves an upload S3 keeps but never lists, and a
+kill mid-copy into a local store a temporary file: `verify` names both, `prune` removes them.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
 from mlflow_sync.migrate.demo_data import build_rich_source
+from mlflow_sync.migrate.manifest import sha256_of
 from mlflow_sync.migrate.snapshot import STAGING_PREFIX
 from tests.faults.inventory import assert_exactly_once, record_summary
 from tests.faults.killing import KillPoint, kill_at
@@ -38,13 +41,12 @@ def _json(capsys, args: list[str]) -> tuple[int, object]:
 
 
 def _check_store(capsys, location: str, expected_ids: list[str]) -> list[str]:
-    """Exactly the complete snapshots are listed, each verifies clean; returns the keys reported extra."""
+    """Exactly the complete snapshots are listed and verify clean (nothing missing or corrupt, every
+    checksum recomputed); returns the blobs reported extra (stored by a killed create)."""
     code, listed = _json(capsys, ["snapshot", "list", "--from", location])
     assert code == 0 and [s["id"] for s in listed] == expected_ids
-    for snapshot_id in expected_ids:
-        code, report = _json(capsys, ["snapshot", "verify", "--from", location, "--snapshot", snapshot_id])
-        assert code == 0 and report["problems"] == [], report["problems"]
     _, report = _json(capsys, ["snapshot", "verify", "--from", location])
+    assert report["snapshots"] == expected_ids
     assert {p["problem"] for p in report["problems"]} <= {EXTRA}, report["problems"]
     extra = [p["path"] for p in report["problems"]]
     assert all(f"{location}/blobs/" in path for path in extra), extra
@@ -111,37 +113,61 @@ def test_sigkill_snapshot_create_at_seeded_points_then_create_again(mlflow_serve
                    objects=held, lost=0)
 
 
-def _leave_incomplete_upload(location: str, moto, blob: str) -> None:
-    """What a create killed mid-write leaves: a temporary file, or an S3 multipart upload with a part."""
-    if location.startswith("s3://"):
-        s3, key = moto.boto3_client("s3"), f"{location.split('/', 3)[3]}/{blob}"
-        upload = s3.create_multipart_upload(Bucket=DEFAULT_BUCKET, Key=key)
-        s3.upload_part(Bucket=DEFAULT_BUCKET, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024)
-    else:
-        path = Path(location) / blob
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_name(f".{path.name}.tmp-99999").write_bytes(b"half a blob")
+def test_verify_reports_and_prune_removes_a_local_write_a_kill_cut_short(shared_mlflow_server, tmp_path, capsys):
+    """A local store writes each blob to a temporary name first: a kill mid-copy leaves that file."""
+    location = tmp_path / "snapshots"
+    assert main(["snapshot", "create", "--source", shared_mlflow_server.url, "--to", str(location), "--quiet"]) == 0
+    half_written = location / "blobs" / "ab" / f".ab{'0' * 62}.tmp-99999"
+    half_written.parent.mkdir(parents=True, exist_ok=True)
+    half_written.write_bytes(b"half a blob")
 
-
-@pytest.mark.parametrize("store", ["local", "s3"])
-def test_verify_reports_and_prune_removes_what_a_killed_upload_left(shared_mlflow_server, moto, tmp_path, capsys,
-                                                                     store):
-    """A multipart upload killed midway is invisible in a listing, yet S3 keeps (and bills) its parts."""
-    location = str(tmp_path / "snapshots") if store == "local" else f"s3://{DEFAULT_BUCKET}/{tmp_path.name}/snapshots"
-    assert main(["snapshot", "create", "--source", shared_mlflow_server.url, "--to", location, "--quiet"]) == 0
-    blob = f"blobs/ab/ab{'0' * 62}"
-    _leave_incomplete_upload(location, moto, blob)
-
-    code, listed = _json(capsys, ["snapshot", "list", "--from", location])
+    code, listed = _json(capsys, ["snapshot", "list", "--from", str(location)])
     assert code == 0 and len(listed) == 1
-    code, report = _json(capsys, ["snapshot", "verify", "--from", location, "--snapshot", listed[0]["id"]])
+    code, report = _json(capsys, ["snapshot", "verify", "--from", str(location), "--snapshot", listed[0]["id"]])
     assert code == 0 and report["problems"] == []
-    code, report = _json(capsys, ["snapshot", "verify", "--from", location])
-    assert code == 4 and [p["problem"] for p in report["problems"]] == [
-        "incomplete upload (an interrupted create; prune removes it)"]
-    assert blob.split("/")[-1] in report["problems"][0]["path"]
-
-    code, pruned = _json(capsys, ["snapshot", "prune", "--from", location, "--keep", "1"])
+    code, report = _json(capsys, ["snapshot", "verify", "--from", str(location)])
+    assert code == 4 and [(p["problem"], p["path"]) for p in report["problems"]] == [
+        ("incomplete upload (an interrupted create; prune removes it)", str(half_written))]
+    code, pruned = _json(capsys, ["snapshot", "prune", "--from", str(location), "--keep", "1"])
     assert code == 0 and pruned["aborted_uploads"] == 1 and pruned["removed_blobs"] == 0
-    assert _json(capsys, ["snapshot", "verify", "--from", location])[0] == 0
-    record_summary(f"snapshot_incomplete_upload_{store}", reported=1, removed_by_prune=1, lost=0)
+    assert not half_written.exists() and _json(capsys, ["snapshot", "verify", "--from", str(location)])[0] == 0
+    record_summary("snapshot_incomplete_upload_local", reported=1, removed_by_prune=1, lost=0)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_multipart_upload_then_create_verify_and_prune(mlflow_server, moto, tmp_path, capsys):
+    """A blob above the multipart threshold: the kill lands between its parts, S3 keeps the started upload."""
+    source_server = mlflow_server()
+    client = connect(source_server.url, role="source").client
+    big = tmp_path / "big.bin"
+    big.write_bytes(random.Random(SEED).randbytes(65 * 1024 * 1024))  # one part of 64 MB and one more
+    run = client.create_run(client.create_experiment("large artifacts"))
+    client.log_artifact(run.info.run_id, str(big))
+    client.set_terminated(run.info.run_id)
+    prefix = f"{tmp_path.name}/snapshots"
+    location = f"s3://{DEFAULT_BUCKET}/{prefix}"
+    create = ["snapshot", "create", "--source", source_server.url, "--to", location, "--quiet"]
+    blob = f"blobs/{sha256_of(big)[:2]}/{sha256_of(big)}"
+    big.unlink()
+    try:
+        with LoopbackProxy(moto.endpoint_url, name="s3") as s3_proxy:
+            point = KillPoint("mid multipart upload", s3_proxy, f"PUT /{DEFAULT_BUCKET}/{prefix}/{blob}", 1,
+                              after_forward=False)
+            kill_at(point, create, env={"AWS_ENDPOINT_URL_S3": s3_proxy.url})
+        assert _json(capsys, ["snapshot", "list", "--from", location]) == (0, [])
+        s3 = moto.boto3_client("s3")
+        assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=DEFAULT_BUCKET, Prefix=prefix)["Uploads"]] == [
+            f"{prefix}/{blob}"]
+
+        assert main(create) == 0
+        code, report = _json(capsys, ["snapshot", "verify", "--from", location])
+        assert code == 4 and [(p["problem"], p["path"]) for p in report["problems"]] == [
+            ("incomplete upload (an interrupted create; prune removes it)", f"{location}/{blob}")]
+        code, pruned = _json(capsys, ["snapshot", "prune", "--from", location, "--keep", "1"])
+        assert code == 0 and pruned["aborted_uploads"] == 1 and pruned["removed_blobs"] == 0
+        assert s3.list_multipart_uploads(Bucket=DEFAULT_BUCKET, Prefix=prefix).get("Uploads", []) == []
+        assert _json(capsys, ["snapshot", "verify", "--from", location])[0] == 0
+    finally:
+        moto.delete_prefix(DEFAULT_BUCKET, prefix)
+    record_summary("snapshot_create_sigkill_multipart", kills=[point.name], incomplete_uploads_reported=1,
+                   aborted_by_prune=1, lost=0)
