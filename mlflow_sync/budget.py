@@ -46,19 +46,20 @@ A lasting 500 is more likely this one object's problem: it is reported with the 
 
 
 class RateLimiter:
-    """At most ``rps`` requests in any sliding window of one second, evenly spaced.
+    """At most ``rps`` requests in any sliding window of one second, spread out.
 
-    Two rules, both enforced under one lock: consecutive sends are at least ``1/rps`` apart
-    (no bursts), and a log of recent send times never holds more than ``floor(rps)`` entries
-    younger than the window plus a small margin (which absorbs scheduling jitter between us
-    and the server's clock, so the server never counts more than the budget in a second).
+    Two rules, both enforced under one lock: a log of recent send times never holds more than
+    ``floor(rps)`` entries younger than the window plus a small margin (which absorbs scheduling
+    jitter between us and the server's clock, so the server never counts more than the budget in
+    a second), and consecutive sends are at least ``1/(2*rps)`` apart: no bursts, but a slot
+    nobody was ready for is not lost; the window still holds the average to ``rps``.
     """
 
     def __init__(self, rps: float, *, window: float = 1.0, margin: float = 0.03):
         if rps <= 0:
             raise ValueError("rps must be positive")
         self.rps = rps
-        self._interval = 1.0 / rps
+        self._interval = 1.0 / (2 * rps)
         self._capacity = max(1, int(rps * window))
         self._window = window + margin
         self._sent: deque[float] = deque()
