@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_sync.connection import Server
+from mlflow_sync.errors import UsageError
 from mlflow_sync.transport import CreateGuard, _json_response, register_guard
 from mlflow_sync.migrate.journal import CREATED, DONE, Journal
 from mlflow_sync.migrate.layout import ExportLayout, decode_float, read_json
@@ -75,8 +76,9 @@ class Importer:
     def run(self) -> Outcome:
         manifest = load_manifest(self.layout)
         verify_files(self.layout, manifest)
-        capabilities = self.target.capabilities()
         experiments = [read_json(p) for p in self.layout.experiment_files()]
+        self._check_renames(experiments)
+        capabilities = self.target.capabilities()
         for experiment in experiments:
             self.outcome.attempt("experiment", experiment["name"], experiment["experiment_id"],
                                  lambda e=experiment: self._import_experiment(e))
@@ -111,6 +113,16 @@ class Importer:
     def _tick(self) -> None:
         if self.progress:
             self.progress()
+
+    def _check_renames(self, experiments: list[dict]) -> None:
+        """A rename whose old name the export does not hold is a typo: refuse it before writing anything."""
+        held = {"--rename-experiment": {e["name"] for e in experiments},
+                "--rename-model": {read_json(p)["name"] for p in self.layout.registered_model_files()}}
+        asked = {"--rename-experiment": self.options.experiment_renames, "--rename-model": self.options.model_renames}
+        unknown = [f"{option} {old!r}" for option, renames in asked.items() for old in renames
+                   if old not in held[option]]
+        if unknown:
+            raise UsageError(f"{', '.join(unknown)}: no such name in the export {self.layout.root}")
 
     # -- experiments ---------------------------------------------------------------------------
 

@@ -2,13 +2,14 @@
 
 An S3 export is written to a local staging directory first, then every file is uploaded with
 boto3's transfer manager (multipart, SHA-256 checksums) and the manifest last, so a reader never
-sees a manifest whose files are not there yet. Reading downloads the manifest, then the files,
-and checks each against its sha256.
+sees a manifest whose files are not there yet. Reading downloads the manifest, then the files
+not already staged with the right sha256; the importer checks every file before it starts.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,13 @@ class ExportLocation:
                 raise UsageError(f"{self.local} exists and is not a directory")
         else:
             self.local = Path(staging) if staging else Path(tempfile.mkdtemp(prefix="mlflow-sync-export-"))
+        self._temporary = self.remote is not None and staging is None
         self.layout = ExportLayout(self.local)
+
+    def close(self) -> None:
+        """Remove the staging copy this location made for itself (a given staging dir is kept for resume)."""
+        if self._temporary:
+            shutil.rmtree(self.local, ignore_errors=True)
 
     @property
     def is_remote(self) -> bool:

@@ -48,12 +48,15 @@ def export(source: Server, to: str, *, filters: ExportFilters, workers: int, sta
     """Export the source into ``to`` (directory or s3://); returns the manifest."""
     started = time.monotonic()
     location = ExportLocation(to, staging)
-    with output.progress() as bar:
-        task = bar.add_task("export runs", total=None)
-        exporter = Exporter(source, location.layout, filters=filters, workers=workers,
-                            progress=_progress_callback(bar, task))
-        manifest = exporter.export()
-    location.publish()
+    try:
+        with output.progress() as bar:
+            task = bar.add_task("export runs", total=None)
+            exporter = Exporter(source, location.layout, filters=filters, workers=workers,
+                                progress=_progress_callback(bar, task))
+            manifest = exporter.export()
+        location.publish()
+    finally:
+        location.close()
     manifest["failures"] = exporter.outcome.as_dict()["failures"]
     manifest["seconds"] = round(time.monotonic() - started, 2)
     manifest["requests"] = source.requests_by_endpoint()

@@ -134,6 +134,21 @@ def test_damaged_export_dir(migrated, capsys, tmp_path, case, damage, code, word
     record_summary(f"bad_input: export {case}", exit_code=code, lost=0)
 
 
+@pytest.mark.parametrize("option", ["--rename-experiment", "--rename-model"])
+def test_rename_of_a_name_the_export_lacks(migrated, capsys, option):
+    """A typo in a rename map would otherwise import under the old name, silently."""
+    _, target_server, work = migrated
+    before = _written(work)
+    target_server.counter.reset()
+    result = main(["import", "--from", str(work / "export"), "--target", target_server.url, "--work-dir", str(work),
+                   option, "no-such-name=new-name", "--quiet"])
+    _check(capsys, result, 2, f"{option} 'no-such-name'", "no such name in the export")
+    assert [e for e in target_server.counter.by_endpoint() if e.startswith(("POST", "PUT", "PATCH", "DELETE"))
+            and "search" not in e] == []
+    _nothing_lost(migrated, before)
+    record_summary(f"bad_input: {option} of an unknown name", exit_code=2, lost=0)
+
+
 def test_refused_access_401(migrated, capsys):
     source_server, target_server, work = migrated
     before = _written(work)

@@ -134,12 +134,16 @@ def test_no_source_tags_renames_and_id_map(small_source, mlflow_server, tmp_path
             (kind, source, target_id, "done") for kind, mapping in id_map.items() for source, target_id in mapping.items()}
 
 
-def test_export_to_s3_and_import_from_it(small_source, mlflow_server, moto, tmp_path):
+def test_export_to_s3_and_import_from_it(small_source, mlflow_server, moto, tmp_path, monkeypatch):
     source_server, runs = small_source
     target_server = mlflow_server()
     prefix = f"exports/{uuid.uuid4().hex}"
     uri = f"s3://{moto.make_bucket()}/{prefix}"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert main(["export", "--source", source_server.url, "--to", uri, "--experiment", "beta", "--quiet"]) == 0
+    assert list(scratch.iterdir()) == [], "the export's local staging copy is removed once uploaded"
     keys = moto.list_keys("mlflow-sync-test", prefix + "/")
     assert f"{prefix}/manifest.json" in keys and any(k.endswith("artifacts/weights.bin") for k in keys)
     assert len(keys) == len(json.loads(_s3_text(uri + "/manifest.json"))["files"]) + 1
