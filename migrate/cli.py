@@ -74,6 +74,14 @@ def _filters(experiments, models, since, until, include_deleted_runs):
                          include_deleted_runs=include_deleted_runs)
 
 
+def _import_options(no_source_tags: bool, rename_experiment, rename_model, workers: int):
+    from mlflow_sync.migrate.importer import ImportOptions
+
+    return ImportOptions(source_tags=not no_source_tags,
+                         experiment_renames=_renames(rename_experiment, "--rename-experiment"),
+                         model_renames=_renames(rename_model, "--rename-model"), workers=workers)
+
+
 def _show_counts(title: str, result: dict):
     def human(console) -> None:
         from rich.table import Table
@@ -163,7 +171,6 @@ def import_command(
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
     from mlflow_sync.migrate import service
-    from mlflow_sync.migrate.importer import ImportOptions
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
@@ -175,10 +182,7 @@ def import_command(
         return
     if work_dir is None:
         raise UsageError("pass --work-dir: the import journal lives there (use the same one to resume)")
-    options = ImportOptions(source_tags=not no_source_tags,
-                            experiment_renames=_renames(rename_experiment, "--rename-experiment"),
-                            model_renames=_renames(rename_model, "--rename-model"),
-                            workers=workers or profile.workers)
+    options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers)
     with connect_side(profile, "target", target, max_rps=max_rps) as server:
         result = service.import_export(server, from_, work_dir, options=options).as_dict()
     output.emit(result, _show_counts("import complete", {k: result[k] for k in ("counts", "seconds", "id_map")}))
@@ -219,7 +223,6 @@ def migrate_command(
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
     from mlflow_sync.migrate import service
-    from mlflow_sync.migrate.importer import ImportOptions
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
@@ -231,10 +234,7 @@ def migrate_command(
         return
     if work_dir is None:
         raise UsageError("pass --work-dir: the export, journal and reports live there (reuse it to resume)")
-    options = ImportOptions(source_tags=not no_source_tags,
-                            experiment_renames=_renames(rename_experiment, "--rename-experiment"),
-                            model_renames=_renames(rename_model, "--rename-model"),
-                            workers=workers or profile.workers)
+    options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers)
     with connect_side(profile, "source", source, max_rps=max_rps) as src, \
             connect_side(profile, "target", target, max_rps=max_rps) as dst:
         result = service.migrate(src, dst, work_dir, filters=filters, options=options,
