@@ -118,29 +118,26 @@ def head(uri: str) -> dict:
 
 def list_objects(uri: str):
     """Yield every object under a prefix: dicts with Key, Size, ETag (and checksums when present)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    location = parse_s3_uri(uri)
-    paginator = client().get_paginator("list_objects_v2")
-    try:
-        for page in paginator.paginate(Bucket=location.bucket, Prefix=location.key):
-            yield from page.get("Contents", [])
-    except (ClientError, BotoCoreError) as exc:
-        raise _failure("list", location, exc) from exc
+    yield from _paged(uri, "list_objects_v2", "Contents", "list")
 
 
 def list_incomplete_uploads(uri: str):
     """Yield the multipart uploads under a prefix that were started and never completed nor aborted
     (a killed upload): dicts with Key, UploadId, Initiated. S3 keeps (and bills) their parts."""
+    yield from _paged(uri, "list_multipart_uploads", "Uploads", "list the uploads under")
+
+
+def _paged(uri: str, operation: str, items: str, action: str):
+    """Every item of a paginated listing under a prefix; a failure names what we tried to do."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     location = parse_s3_uri(uri)
-    paginator = client().get_paginator("list_multipart_uploads")
+    paginator = client().get_paginator(operation)
     try:
         for page in paginator.paginate(Bucket=location.bucket, Prefix=location.key):
-            yield from page.get("Uploads", [])
+            yield from page.get(items, [])
     except (ClientError, BotoCoreError) as exc:
-        raise _failure("list the uploads under", location, exc) from exc
+        raise _failure(action, location, exc) from exc
 
 
 def abort_upload(uri: str, upload_id: str) -> None:
