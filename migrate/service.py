@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
 REPORT = "report.json"
+TARGET_FILE = "target.json"  # which target this work dir's journal belongs to
 
 
 @dataclass
@@ -68,6 +69,8 @@ def import_export(target: Server, source_location: str, work_dir: Path, *, optio
     """Import an export into the target, journaled in ``work_dir``; writes the ID map and report."""
     started = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
+    target.capabilities()  # an unreachable or refusing target is named as such, before the work dir is claimed
+    _claim_work_dir(work_dir, target)
     location = ExportLocation(source_location, work_dir / "staged-export")
     layout = location.fetch()
     journal = Journal(work_dir / JOURNAL)
@@ -89,6 +92,19 @@ def import_export(target: Server, source_location: str, work_dir: Path, *, optio
     write_json(work_dir / REPORT, result.as_dict())
     outcome.raise_if_failed(f"import into {target.display} (report: {work_dir / REPORT})")
     return result
+
+
+def _claim_work_dir(work_dir: Path, target: Server) -> None:
+    """A work dir's journal maps source ids to one target's ids: resuming it against another target
+    would put runs into whatever experiments carry those ids there. Refuse instead."""
+    owner_file = work_dir / TARGET_FILE
+    if owner_file.exists():
+        owner = read_json(owner_file).get("target")
+        if owner != target.display:
+            raise UsageError(f"{work_dir} holds the import journal of {owner}, not of {target.display}: use a new "
+                             "--work-dir for this target")
+    else:
+        write_json(owner_file, {"target": target.display})
 
 
 def import_plan(source_location: str, work_dir: Path | None) -> dict:

@@ -149,6 +149,21 @@ def test_rename_of_a_name_the_export_lacks(migrated, capsys, option):
     record_summary(f"bad_input: {option} of an unknown name", exit_code=2, lost=0)
 
 
+def test_work_dir_of_another_target(migrated, session_mlflow_server, capsys):
+    """Resuming a journal against another target would file runs under that target's experiment ids."""
+    _, _, work = migrated
+    before = _written(work)
+    other = session_mlflow_server()
+    other.counter.reset()
+    result = main(["import", "--from", str(work / "export"), "--target", other.url, "--work-dir", str(work),
+                   "--quiet"])
+    _check(capsys, result, 2, "holds the import journal of", "use a new --work-dir")
+    assert [e for e in other.counter.by_endpoint() if e.startswith(("POST", "PUT", "PATCH", "DELETE"))
+            and "search" not in e] == []
+    _nothing_lost(migrated, before)
+    record_summary("bad_input: work dir of another target", exit_code=2, lost=0)
+
+
 def test_refused_access_401(migrated, capsys):
     source_server, target_server, work = migrated
     before = _written(work)
