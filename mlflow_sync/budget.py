@@ -104,6 +104,22 @@ def limiter_for(server_key: str, rps: float | None) -> RateLimiter | _Unlimited:
         return _limiters[key]
 
 
+CONCURRENT_LOG_BATCHES = 4
+"""At most this many ``runs/log-batch`` requests in flight at one server (migrate/upstream.py
+"log-batch-pool-deadlock"): MLflow's SQL store holds two pooled connections per log-batch (a
+session around nested sessions), so as many concurrent log-batches as the pool has connections
+(15 by default) deadlock the pool for 30 s and then fail. The server handles log-batches one
+core's worth at a time anyway: four in flight keep it busy."""
+
+_log_batch_slots: dict[str, threading.BoundedSemaphore] = {}
+
+
+def log_batch_slots_for(server_key: str) -> threading.BoundedSemaphore:
+    """The one log-batch semaphore of a server in this process, however many clients talk to it."""
+    with _limiters_lock:
+        return _log_batch_slots.setdefault(server_key, threading.BoundedSemaphore(CONCURRENT_LOG_BATCHES))
+
+
 class TransientHTTPError(Exception):
     """A response worth retrying (see ``is_transient``); carries the response for Retry-After."""
 

@@ -8,6 +8,7 @@ servers (two different SageMaker ARNs included) can be used at once in one proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ from mlflow_sync.budget import (
     describe_failure,
     is_ambiguous,
     limiter_for,
+    log_batch_slots_for,
 )
 from mlflow_sync.config import RetrySettings
 from mlflow_sync.errors import ServerUnavailable
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_TAG = "mlflow_sync.request_id"
 """Idempotency key the transport adds to creates that MLflow would otherwise repeat on retry."""
 
+LOG_BATCH = "/runs/log-batch"  # limited in flight per server: see budget.CONCURRENT_LOG_BATCHES
 ROUTING_HEADERS = ("x-mlflow-sm-tracking-server-arn", "x-sm-mlflow-app-arn")
 _DROPPED_KWARGS = ("auth", "timeout", "verify")
 
@@ -73,7 +76,9 @@ class SideTransport:
         self.base_url = base_url.rstrip("/")
         self.retry_settings = retry
         self.policy = RetryPolicy(retry)
-        self.limiter = limiter_for(f"{self.base_url}|{spec.arn.arn if spec.arn else ''}", max_rps)
+        server_key = f"{self.base_url}|{spec.arn.arn if spec.arn else ''}"
+        self.limiter = limiter_for(server_key, max_rps)
+        self.log_batch_slots = log_batch_slots_for(server_key)
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=0)
         self.session.mount("http://", adapter)
@@ -107,10 +112,13 @@ class SideTransport:
     def _send_once(self, method: str, url: str, kwargs: dict, body_start: int | None) -> requests.Response:
         if body_start is not None:
             kwargs["data"].seek(body_start)  # a retried upload resends the file from its start
-        self.limiter.acquire()
-        with self._stats_lock:
-            self.requests_by_endpoint[_endpoint_key(method, urlsplit(url).path)] += 1
-        return self.session.request(method, url, timeout=self.retry_settings.timeout, auth=self._signer, **kwargs)
+        path = urlsplit(url).path
+        with self.log_batch_slots if path.endswith(LOG_BATCH) else contextlib.nullcontext():
+            self.limiter.acquire()
+            with self._stats_lock:
+                self.requests_by_endpoint[_endpoint_key(method, path)] += 1
+            return self.session.request(method, url, timeout=self.retry_settings.timeout, auth=self._signer,
+                                        **kwargs)
 
     # -- the entry point MLflow's REST layer reaches -------------------------------------------
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
+import requests
 
+from mlflow_sync.budget import CONCURRENT_LOG_BATCHES
 from mlflow_sync.config import RetrySettings
 from mlflow_sync.connection import connect
 from mlflow_sync.errors import ConnectionFailure
-from tests.harness import FaultRule, Respond, ResetAfterForward
+from tests.harness import Delay, FaultRule, Respond, ResetAfterForward
 
 FAST_RETRY = RetrySettings(max_attempts=5, initial_wait=0.05, max_wait=2, max_total_seconds=20, timeout=10)
 
@@ -163,6 +166,45 @@ def test_a_busy_database_answer_is_retried_but_a_bad_request_is_not(mlflow_serve
         assert connected.transport.retry_stats.retries == 2
         assert len(connected.client.search_runs([experiment_id])) == 1
     assert [r.status for r in server.counter.snapshot() if "runs/create" in r.endpoint] == [400, 400, 200]
+
+
+SEVEN_CONNECTIONS = (("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "4"), ("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "3"))
+
+
+def _log_batch_body(run_id: str) -> dict:
+    return {"run_id": run_id, "params": [{"key": f"p{i}", "value": "v"} for i in range(20)],
+            "metrics": [{"key": f"m{k}", "value": 1.0, "timestamp": 1000 + step, "step": step}
+                        for k in range(10) for step in range(20)]}
+
+
+@pytest.mark.slow
+def test_concurrent_log_batches_deadlock_the_servers_pool_but_ours_stay_below_it(mlflow_server):
+    """Upstream "log-batch-pool-deadlock": eight log-batches at once on a seven-connection pool take
+    every connection for their outer sessions and wait 30 s for the inner ones; some then fail with
+    400 "QueuePool limit". mlflow-sync keeps CONCURRENT_LOG_BATCHES in flight per server: none fails."""
+    server = mlflow_server("sqlite", env=SEVEN_CONNECTIONS)
+    with connect(server.url) as connected:
+        experiment_id = connected.client.create_experiment("pool")
+        run_ids = [connected.client.create_run(experiment_id).info.run_id for _ in range(16)]
+    together = threading.Barrier(8)
+
+    def raw(run_id: str) -> requests.Response:
+        together.wait()
+        return requests.post(f"{server.url}/api/2.0/mlflow/runs/log-batch", json=_log_batch_body(run_id), timeout=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(raw, run_ids[:8]))
+    assert any(a.status_code == 400 and "QueuePool limit" in a.text for a in answers)
+
+    server.counter.reset()
+    server.proxy.faults = FaultRule(Delay(0.3), path_contains="runs/log-batch")  # each holds its slot >= 0.3 s
+    with connect(server.url) as connected, ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda run_id: connected.transport.request(
+            "POST", "/api/2.0/mlflow/runs/log-batch", json=_log_batch_body(run_id)), run_ids[8:]))
+    batches = [r for r in server.counter.snapshot() if "log-batch" in r.endpoint]
+    assert [r.status for r in batches] == [200] * 8
+    arrivals = sorted(r.arrival for r in batches)
+    assert max(sum(1 for b in arrivals if a <= b < a + 0.29) for a in arrivals) == CONCURRENT_LOG_BATCHES
 
 
 def test_retry_budget_is_bounded_and_reported(mlflow_server):
