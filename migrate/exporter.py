@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +59,7 @@ class Exporter:
         self._history_reader = HistoryReader(source)
         self._selected_runs: set[str] = set()
         self._model_inputs_possible = False
+        self._run_jobs: _BoundedJobs | None = None
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -77,12 +78,15 @@ class Exporter:
         self._model_inputs_possible = capabilities.logged_models and self._any_logged_model(experiments)
         for experiment in experiments:
             self._export_experiment(experiment)
-        for experiment in experiments:
-            self._export_runs(experiment)
-            if capabilities.logged_models:
-                self._export_logged_models(experiment)
-            if capabilities.traces:
-                self._export_traces(experiment)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="export-run") as pool:
+            self._run_jobs = _BoundedJobs(pool, limit=2 * HISTORY_RUNS_PER_REQUEST)
+            for experiment in experiments:
+                self._export_runs(experiment)
+                if capabilities.logged_models:
+                    self._export_logged_models(experiment)
+                if capabilities.traces:
+                    self._export_traces(experiment)
+            self._run_jobs.wait_all()
         self._export_registered_models()
         if capabilities.evaluation_datasets:
             self._export_evaluation_datasets(experiments)
@@ -286,8 +290,8 @@ class Exporter:
                 )
                 if histories is None:
                     continue  # reported; these runs are not written, so a re-run exports them
-                with ThreadPoolExecutor(self.workers) as pool:
-                    list(pool.map(lambda run: self._export_one_run(run, histories[run.info.run_id]), chunk))
+                for run in chunk:  # downloads go on while the next chunk's histories are read
+                    self._run_jobs.submit(self._export_one_run, run, histories[run.info.run_id])
             token = page.token
             if not token:
                 return
@@ -449,6 +453,25 @@ class Exporter:
     def _prompt_versions(self, prompt) -> list:
         return list(paged(lambda token: self.client.search_prompt_versions(
             prompt.name, max_results=1000, page_token=token)))
+
+
+class _BoundedJobs:
+    """Jobs submitted to a pool without waiting for them, at most ``limit`` unfinished at a time:
+    the caller prepares the next jobs while the pool works, and memory stays bounded."""
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int):
+        self.pool = pool
+        self.limit = limit
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn, *args) -> None:
+        while len(self._pending) >= self.limit:
+            self._pending.popleft().result()
+        self._pending.append(self.pool.submit(fn, *args))
+
+    def wait_all(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
 
 
 def _aliases_dict(model) -> dict:
