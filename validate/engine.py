@@ -15,6 +15,7 @@ Ids that differ by design (run ids, model ids, trace ids) are compared through t
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from mlflow_sync.validate.results import ObjectResult, Report, Status
 log = logging.getLogger(__name__)
 
 SERIES_LIMIT = 5000  # points per side kept for a chart
+BULK_READS_IN_FLIGHT = 4  # both sides together
 
 
 def floats_match(a, b, tolerance: float) -> bool:
@@ -106,6 +108,9 @@ class Comparison:
             log.info("not compared (one side cannot hold them): %s", ", ".join(sorted(skipped)))
         self.checks = tuple(check for check in options.checks if check not in skipped)
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="validate")
+        # Bulk history reads are slow answers (up to 25,000 points each): a pool of their own keeps
+        # them from holding up the quick artifact listings that make up most of the requests.
+        self.bulk_pool = ThreadPoolExecutor(max_workers=BULK_READS_IN_FLIGHT, thread_name_prefix="validate-bulk")
 
     def wants(self, check: str) -> bool:
         return check in self.checks
@@ -178,6 +183,7 @@ class Comparison:
             if wants("evaluation_datasets"):
                 self.evaluation_datasets()
         finally:
+            self.bulk_pool.shutdown(wait=True, cancel_futures=True)
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.results.sort(key=lambda result: result.path)
         return self.results
@@ -259,15 +265,20 @@ class Comparison:
         pair.source_labels = unique_labels({run.run_id: run.name for run in pair.source_runs})
         pair.target_labels = unique_labels({run.run_id: run.name for run in pair.target_runs})
 
-    def prefetch_histories(self, pairs: list[_ExperimentPair]) -> None:
-        """Read matched runs' histories in bulk on sides that can; a failed bulk read only means
-        those runs are read one by one later, where a failure is reported against the run."""
-        jobs = []
+    def prefetch_histories(self, pairs: list[_ExperimentPair]) -> list[Future]:
+        """Start reading matched runs' histories in bulk on sides that can (see ``await_prefetches``),
+        alternating between the sides so that both servers answer at once."""
+        per_side = []
         for reader, side in ((self.source, 0), (self.target, 1)):
             prefetches = getattr(reader, "history_prefetches", None)
             if prefetches:
-                jobs += [self.pool.submit(job)
-                         for job in prefetches([match[side] for pair in pairs for match in pair.matches])]
+                per_side.append(prefetches([match[side] for pair in pairs for match in pair.matches]))
+        return [self.bulk_pool.submit(job) for jobs in itertools.zip_longest(*per_side) for job in jobs if job]
+
+    @staticmethod
+    def await_prefetches(jobs: list[Future]) -> None:
+        """A failed bulk history read only means those runs are read one by one later, where a
+        failure is reported against the run."""
         for job in jobs:
             try:
                 job.result()
@@ -275,9 +286,16 @@ class Comparison:
                 log.debug("bulk history read failed, reading run by run: %s", exc)
 
     def compare_runs(self, pairs: list[_ExperimentPair]) -> None:
+        """Requests first, CPU after: the bulk history reads and every artifact listing are under
+        way before the runs are compared on this thread, so the servers stay busy meanwhile."""
         detail_jobs: list[tuple[str, str, str, Future]] = []
-        if self.wants("runs") and self.options.metric_history:
-            self.prefetch_histories(pairs)
+        prefetches = self.prefetch_histories(pairs) if self.wants("runs") and self.options.metric_history else []
+        matched = [(pair, f"{pair.path}/runs/{pair.source_labels[source.run_id]}", source, target)
+                   for pair in pairs for source, target in pair.matches]
+        if self.wants("artifacts"):
+            detail_jobs += [("artifact", path, pair.name, self.pool.submit(
+                self.artifact_results, pair.name, f"{path}/artifacts", source.artifact_uri, target.artifact_uri))
+                for pair, path, source, target in matched]
         for pair in pairs:
             runs_path = f"{pair.path}/runs"
             for run in pair.missing_runs:
@@ -286,21 +304,17 @@ class Comparison:
             for run in pair.extra_runs:
                 self.add(Status.EXTRA, "run", f"{runs_path}/{pair.target_labels[run.run_id]}", pair.name,
                          detail=f"target run {run.run_id}")
-            for source, target in pair.matches:
-                path = f"{runs_path}/{pair.source_labels[source.run_id]}"
-                if self.wants("runs"):
-                    self.compare_run(pair.name, path, source, target)
-                    if self.options.metric_history:
-                        keys = sorted(set(source.metrics) | set(target.metrics))
-                        detail_jobs.append(("metric_history", path, pair.name,
-                                            self.pool.submit(self.histories, path, source, target, keys)))
-                    if self.any_logged_models:
-                        detail_jobs.append(("model_input", path, pair.name,
-                                            self.pool.submit(self.model_input_results, path, source, target)))
-                if self.wants("artifacts"):
-                    detail_jobs.append(("artifact", path, pair.name, self.pool.submit(
-                        self.artifact_results, pair.name, f"{path}/artifacts", source.artifact_uri,
-                        target.artifact_uri)))
+        if self.wants("runs"):
+            for pair, path, source, target in matched:
+                self.compare_run(pair.name, path, source, target)
+                if self.any_logged_models:
+                    detail_jobs.append(("model_input", path, pair.name,
+                                        self.pool.submit(self.model_input_results, path, source, target)))
+            self.await_prefetches(prefetches)  # the history comparisons read what the prefetches hold
+            if self.options.metric_history:
+                detail_jobs += [("metric_history", path, pair.name, self.pool.submit(
+                    self.histories, path, source, target, sorted(set(source.metrics) | set(target.metrics))))
+                    for pair, path, source, target in matched]
         if not detail_jobs:
             return
         with output.progress() as bars:
