@@ -519,32 +519,42 @@ class Comparison:
 
     # -- model registry ----------------------------------------------------------------------
 
-    def registered_models(self) -> None:
-        source_future, target_future = self.both("registered_models")
+    def pairs_by_name(self, read: str, kind: str, root: str):
+        """Both sides' ``read`` listings matched by name: one-sided objects are reported, and each
+        pair is reported present on both and yielded as ``(path, source, target)``."""
+        source_future, target_future = self.both(read)
         try:
-            source = {m.name: m for m in source_future.result()}
-            target = {m.name: m for m in target_future.result()}
+            source = {item.name: item for item in source_future.result()}
+            target = {item.name: item for item in target_future.result()}
         except Exception as exc:
-            self.error("registered_model", "registered_models", exc)
+            self.error(kind, root, exc)
             return
         for name in sorted(set(source) | set(target)):
-            path = f"registered_models/{name}"
+            path = f"{root}/{name}"
             if name not in source or name not in target:
-                self.one_sided("registered_model", path, name in source)
+                self.one_sided(kind, path, name in source)
                 continue
-            left, right = source[name], target[name]
-            self.add(Status.SAME, "registered_model", path)
+            self.add(Status.SAME, kind, path)
+            yield path, source[name], target[name]
+
+    def version_pairs(self, kind: str, path: str, source: dict, target: dict):
+        """Versions matched by number; one-sided ones are reported, pairs yielded."""
+        for number in sorted(set(source) | set(target)):
+            version_path = f"{path}/versions/{number}"
+            if number not in source or number not in target:
+                self.one_sided(kind, version_path, number in source)
+                continue
+            yield version_path, source[number], target[number]
+
+    def registered_models(self) -> None:
+        for path, left, right in self.pairs_by_name("registered_models", "registered_model", "registered_models"):
             self.compare_value("registered_model_attribute", f"{path}/attributes/description", left.description,
                                right.description)
             self.compare_mapping("registered_model_tag", f"{path}/tags", left.tags, right.tags, tags=True)
             self.compare_mapping("alias", f"{path}/aliases", left.aliases, right.aliases,
                                  equal=lambda a, b: a == b)
-            for number in sorted(set(left.versions) | set(right.versions)):
-                version_path = f"{path}/versions/{number}"
-                if number not in left.versions or number not in right.versions:
-                    self.one_sided("model_version", version_path, number in left.versions)
-                    continue
-                self.compare_version(version_path, left.versions[number], right.versions[number])
+            for version_path, a, b in self.version_pairs("model_version", path, left.versions, right.versions):
+                self.compare_version(version_path, a, b)
 
     def compare_version(self, path: str, source, target) -> None:
         problems = []
@@ -657,30 +667,12 @@ class Comparison:
     # -- prompts -----------------------------------------------------------------------------
 
     def prompts(self) -> None:
-        source_future, target_future = self.both("prompts")
-        try:
-            source = {p.name: p for p in source_future.result()}
-            target = {p.name: p for p in target_future.result()}
-        except Exception as exc:
-            self.error("prompt", "prompts", exc)
-            return
-        for name in sorted(set(source) | set(target)):
-            path = f"prompts/{name}"
-            if name not in source or name not in target:
-                self.one_sided("prompt", path, name in source)
-                continue
-            left, right = source[name], target[name]
-            self.add(Status.SAME, "prompt", path)
+        for path, left, right in self.pairs_by_name("prompts", "prompt", "prompts"):
             self.compare_value("prompt_attribute", f"{path}/attributes/description", left.description or "",
                                right.description or "")
             self.compare_mapping("prompt_tag", f"{path}/tags", left.tags, right.tags, tags=True)
             self.compare_mapping("prompt_alias", f"{path}/aliases", left.aliases, right.aliases)
-            for number in sorted(set(left.versions) | set(right.versions)):
-                version_path = f"{path}/versions/{number}"
-                if number not in left.versions or number not in right.versions:
-                    self.one_sided("prompt_version", version_path, number in left.versions)
-                    continue
-                a, b = left.versions[number], right.versions[number]
+            for version_path, a, b in self.version_pairs("prompt_version", path, left.versions, right.versions):
                 problems = [f"{field_name}: {_short(getattr(a, field_name))} != {_short(getattr(b, field_name))}"
                             for field_name in ("template", "commit_message", "response_format")
                             if getattr(a, field_name) != getattr(b, field_name)]
