@@ -334,8 +334,9 @@ def add_checks(result: dict) -> None:
 
 
 def rate_leg(moto, args, work: Path) -> dict:
-    with MlflowServer(moto, workdir=_mkdir(work / "rate-source")).start() as source, \
-            MlflowServer(moto, workdir=_mkdir(work / "rate-target")).start() as target:
+    servers = {"backend": args.rate_backend, "workers": args.rate_server_workers}
+    with MlflowServer(moto, workdir=_mkdir(work / "rate-source"), **servers).start() as source, \
+            MlflowServer(moto, workdir=_mkdir(work / "rate-target"), **servers).start() as target:
         build_dataset(source.direct_url, args.rate_runs, experiments=args.experiments, models=2, versions=2,
                       workers=args.build_workers)
         for server in (source, target):
@@ -343,7 +344,7 @@ def rate_leg(moto, args, work: Path) -> dict:
         result = sync_leg(moto, side(source), side(target), work, name="mlflow-sync-rate",
                           extra=["--max-rps", str(args.max_rps), *_workers(args)])
         result["arrived"] = inventory(target.direct_url)
-    result.update({"runs": args.rate_runs, "max_rps": args.max_rps})
+    result.update({"runs": args.rate_runs, "max_rps": args.max_rps, "servers": servers})
     summarize_rate(result)
     return result
 
@@ -568,7 +569,9 @@ def markdown(result: dict) -> str:
             f"## Rate-limited: `mlflow-sync migrate --max-rps {rate['max_rps']}`", "",
             f"{rate['runs']} runs (same shape, 2 models x 2 versions), fresh servers whose proxies throttle like a "
             f"SageMaker Small tracking server: {rate['max_rps']} requests/s sustained, burst "
-            f"{2 * rate['max_rps']}, 429 + Retry-After beyond.", "",
+            f"{2 * rate['max_rps']}, 429 + Retry-After beyond. Servers: "
+            f"{rate.get('servers', {}).get('backend', 'sqlite')} store, "
+            f"{rate.get('servers', {}).get('workers', 1)} uvicorn worker(s) each.", "",
             "| | |", "|---|---|",
             f"| wall time (s) | {rate['wall_seconds']} |",
             f"| requests needed | {rate['requests_needed']} (source {rate['source_requests']['total']}, target "
@@ -611,6 +614,10 @@ def main() -> int:
     parser.add_argument("--versions", type=int, default=2, help="versions per registered model")
     parser.add_argument("--rate-runs", type=int, default=200, help="runs of the --max-rps leg (0: skip it)")
     parser.add_argument("--max-rps", type=float, default=25)
+    parser.add_argument("--rate-backend", choices=("sqlite", "postgresql", "mysql"), default="sqlite",
+                        help="store of the --max-rps leg's servers")
+    parser.add_argument("--rate-server-workers", type=int, default=1,
+                        help="server processes of the --max-rps leg's servers (uvicorn --workers)")
     parser.add_argument("--sync-workers", type=int, help="mlflow-sync --workers (default: its own)")
     parser.add_argument("--build-workers", type=int, default=4)
     parser.add_argument("--sequential", action="store_true",

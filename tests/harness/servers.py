@@ -97,6 +97,7 @@ class MlflowServer:
         env: Mapping[str, str] | None = None,
         workdir: Path | None = None,
         startup_timeout: float = 120.0,
+        workers: int = 1,
     ):
         if artifacts not in ARTIFACT_LAYOUTS:
             raise ValueError(f"artifacts must be one of {ARTIFACT_LAYOUTS}, not {artifacts!r}")
@@ -109,6 +110,7 @@ class MlflowServer:
         self.bucket = bucket
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
+        self.workers = workers  # server processes (uvicorn --workers)
         self.name = f"{backend}-{artifacts}-{os.getpid()}-{next(_serial)}"
         self.prefix = f"servers/{self.name}"
         self._own_workdir = workdir is None
@@ -207,7 +209,7 @@ class MlflowServer:
     # -- internals ---------------------------------------------------------------------------
 
     def _command(self) -> list[str]:
-        address = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        address = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         if self.launcher == "uvicorn":
             return [
                 sys.executable, "-m", "uvicorn", "--log-config", _uvicorn_log_config(),
