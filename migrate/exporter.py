@@ -59,7 +59,6 @@ class Exporter:
         self._history_reader = HistoryReader(source)
         self._selected_runs: set[str] = set()
         self._model_inputs_possible = False
-        self._run_jobs: _BoundedJobs | None = None
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -79,14 +78,14 @@ class Exporter:
         for experiment in experiments:
             self._export_experiment(experiment)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="export-run") as pool:
-            self._run_jobs = _BoundedJobs(pool, limit=2 * HISTORY_RUNS_PER_REQUEST)
+            run_jobs = _BoundedJobs(pool, limit=2 * HISTORY_RUNS_PER_REQUEST)
             for experiment in experiments:
-                self._export_runs(experiment)
+                self._export_runs(experiment, run_jobs)
                 if capabilities.logged_models:
                     self._export_logged_models(experiment)
                 if capabilities.traces:
                     self._export_traces(experiment)
-            self._run_jobs.wait_all()
+            run_jobs.wait_all()
         self._export_registered_models()
         if capabilities.evaluation_datasets:
             self._export_evaluation_datasets(experiments)
@@ -266,7 +265,7 @@ class Exporter:
             clauses.append(f"attributes.start_time < {int(self.filters.until_ms)}")
         return " and ".join(clauses) or None
 
-    def _export_runs(self, experiment) -> None:
+    def _export_runs(self, experiment, run_jobs: _BoundedJobs) -> None:
         from mlflow.entities import ViewType
 
         view = ViewType.ALL if self.filters.include_deleted_runs else ViewType.ACTIVE_ONLY
@@ -291,7 +290,7 @@ class Exporter:
                 if histories is None:
                     continue  # reported; these runs are not written, so a re-run exports them
                 for run in chunk:  # downloads go on while the next chunk's histories are read
-                    self._run_jobs.submit(self._export_one_run, run, histories[run.info.run_id])
+                    run_jobs.submit(self._export_one_run, run, histories[run.info.run_id])
             token = page.token
             if not token:
                 return

@@ -519,18 +519,19 @@ class Comparison:
 
     # -- model registry ----------------------------------------------------------------------
 
-    def pairs_by_name(self, read: str, kind: str, root: str):
-        """Both sides' ``read`` listings matched by name: one-sided objects are reported, and each
-        pair is reported present on both and yielded as ``(path, source, target)``."""
-        source_future, target_future = self.both(read)
+    def pairs_by_name(self, listing: str, kind: str):
+        """Both sides' ``listing`` (a reader method, also the report's path root) matched by name:
+        one-sided objects are reported, and each pair is reported present on both and yielded as
+        ``(path, source, target)``."""
+        source_future, target_future = self.both(listing)
         try:
             source = {item.name: item for item in source_future.result()}
             target = {item.name: item for item in target_future.result()}
         except Exception as exc:
-            self.error(kind, root, exc)
+            self.error(kind, listing, exc)
             return
         for name in sorted(set(source) | set(target)):
-            path = f"{root}/{name}"
+            path = f"{listing}/{name}"
             if name not in source or name not in target:
                 self.one_sided(kind, path, name in source)
                 continue
@@ -547,7 +548,7 @@ class Comparison:
             yield version_path, source[number], target[number]
 
     def registered_models(self) -> None:
-        for path, left, right in self.pairs_by_name("registered_models", "registered_model", "registered_models"):
+        for path, left, right in self.pairs_by_name("registered_models", "registered_model"):
             self.compare_value("registered_model_attribute", f"{path}/attributes/description", left.description,
                                right.description)
             self.compare_mapping("registered_model_tag", f"{path}/tags", left.tags, right.tags, tags=True)
@@ -667,7 +668,7 @@ class Comparison:
     # -- prompts -----------------------------------------------------------------------------
 
     def prompts(self) -> None:
-        for path, left, right in self.pairs_by_name("prompts", "prompt", "prompts"):
+        for path, left, right in self.pairs_by_name("prompts", "prompt"):
             self.compare_value("prompt_attribute", f"{path}/attributes/description", left.description or "",
                                right.description or "")
             self.compare_mapping("prompt_tag", f"{path}/tags", left.tags, right.tags, tags=True)
