@@ -16,6 +16,7 @@ from mlflow_sync.options import (
     JsonOpt,
     MaxRpsOpt,
     QuietOpt,
+    SkipKindOpt,
     SourceOpt,
     TargetOpt,
     VerboseOpt,
@@ -30,8 +31,6 @@ SinceOpt = Annotated[Optional[str], typer.Option(
     "--since", help="Only runs started at or after this time (ISO 8601, UTC if no zone).", show_default=False)]
 UntilOpt = Annotated[Optional[str], typer.Option(
     "--until", help="Only runs started before this time (ISO 8601).", show_default=False)]
-DeletedOpt = Annotated[bool, typer.Option("--include-deleted-runs", help="Also export deleted runs (imported "
-                                          "as deleted).")]
 WorkDirOpt = Annotated[Optional[Path], typer.Option(
     "--work-dir", "-w", help="Journal, ID map and report live here; run again with the same one to resume.",
     show_default=False)]
@@ -66,20 +65,21 @@ def _renames(values: list[str] | None, option: str) -> dict[str, str]:
     return renames
 
 
-def _filters(experiments, models, since, until, include_deleted_runs):
+def _filters(experiments, models, since, until, skip_kinds: frozenset[str]):
     from mlflow_sync.migrate.exporter import ExportFilters
 
     return ExportFilters(experiments=list(experiments or []), models=list(models or []),
                          since_ms=_millis(since, "--since"), until_ms=_millis(until, "--until"),
-                         include_deleted_runs=include_deleted_runs)
+                         skip_kinds=skip_kinds)
 
 
-def _import_options(no_source_tags: bool, rename_experiment, rename_model, workers: int):
+def _import_options(no_source_tags: bool, rename_experiment, rename_model, workers: int, skip_kinds: frozenset[str]):
     from mlflow_sync.migrate.importer import ImportOptions
 
     return ImportOptions(source_tags=not no_source_tags,
                          experiment_renames=_renames(rename_experiment, "--rename-experiment"),
-                         model_renames=_renames(rename_model, "--rename-model"), workers=workers)
+                         model_renames=_renames(rename_model, "--rename-model"), workers=workers,
+                         skip_kinds=skip_kinds)
 
 
 def _show_counts(title: str, result: dict):
@@ -106,7 +106,7 @@ def export_command(
     model: ModelsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    include_deleted_runs: DeletedOpt = False,
+    skip_kind: SkipKindOpt = None,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     dry_run: DryRunOpt = False,
@@ -119,9 +119,12 @@ def export_command(
 
     Examples:
 
-        mlflow-sync export --source http://mlflow.internal:5000 --to ./export
+    ```
+    mlflow-sync export --source http://mlflow.internal:5000 --to ./export
 
-        mlflow-sync export -s sqlite:///mlflow.db --to s3://my-bucket/mlflow-export --experiment fraud
+    mlflow-sync export -s sqlite:///mlflow.db \\
+        --to s3://my-bucket/mlflow-export --experiment fraud
+    ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
@@ -131,7 +134,7 @@ def export_command(
     profile = load_profile(config)
     if not to:
         raise UsageError("no export location given: pass --to DIR or --to s3://bucket/prefix")
-    filters = _filters(experiment, model, since, until, include_deleted_runs)
+    filters = _filters(experiment, model, since, until, profile.skipped(skip_kind))
     with connect_side(profile, "source", source, max_rps=max_rps) as server:
         if dry_run:
             result = service.export_plan(server, filters)
@@ -151,6 +154,7 @@ def import_command(
     no_source_tags: NoSourceTagsOpt = False,
     rename_experiment: RenameExperimentOpt = None,
     rename_model: RenameModelOpt = None,
+    skip_kind: SkipKindOpt = None,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     dry_run: DryRunOpt = False,
@@ -163,10 +167,14 @@ def import_command(
 
     Examples:
 
-        mlflow-sync import --from ./export --target http://127.0.0.1:5001 --work-dir ./import-work
+    ```
+    mlflow-sync import --from ./export --target http://127.0.0.1:5001 \\
+        --work-dir ./import-work
 
-        mlflow-sync import --from s3://my-bucket/mlflow-export \\
-            --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC --work-dir ./work
+    mlflow-sync import --from s3://my-bucket/mlflow-export \\
+        --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC \\
+        --work-dir ./work
+    ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
@@ -182,7 +190,8 @@ def import_command(
         return
     if work_dir is None:
         raise UsageError("pass --work-dir: the import journal lives there (use the same one to resume)")
-    options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers)
+    options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers,
+                              profile.skipped(skip_kind))
     with connect_side(profile, "target", target, max_rps=max_rps) as server:
         result = service.import_export(server, from_, work_dir, options=options).as_dict()
     output.emit(result, _show_counts("import complete", {k: result[k] for k in ("counts", "seconds", "id_map")}))
@@ -196,7 +205,7 @@ def migrate_command(
     model: ModelsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    include_deleted_runs: DeletedOpt = False,
+    skip_kind: SkipKindOpt = None,
     no_source_tags: NoSourceTagsOpt = False,
     rename_experiment: RenameExperimentOpt = None,
     rename_model: RenameModelOpt = None,
@@ -215,10 +224,14 @@ def migrate_command(
 
     Examples:
 
-        mlflow-sync migrate --source http://old-mlflow:5000 \\
-            --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC --work-dir ./migration
+    ```
+    mlflow-sync migrate --source http://old-mlflow:5000 \\
+        --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC \\
+        --work-dir ./migration
 
-        mlflow-sync migrate -c configs/self-managed-to-app.yaml --work-dir ./migration --dry-run
+    mlflow-sync migrate -c configs/self-managed-to-app.yaml \\
+        --work-dir ./migration --dry-run
+    ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
@@ -226,7 +239,7 @@ def migrate_command(
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
-    filters = _filters(experiment, model, since, until, include_deleted_runs)
+    filters = _filters(experiment, model, since, until, profile.skipped(skip_kind))
     if dry_run:
         with connect_side(profile, "source", source, max_rps=max_rps) as server:
             result = service.export_plan(server, filters)
@@ -234,7 +247,8 @@ def migrate_command(
         return
     if work_dir is None:
         raise UsageError("pass --work-dir: the export, journal and reports live there (reuse it to resume)")
-    options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers)
+    options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers,
+                              profile.skipped(skip_kind))
     with connect_side(profile, "source", source, max_rps=max_rps) as src, \
             connect_side(profile, "target", target, max_rps=max_rps) as dst:
         result = service.migrate(src, dst, work_dir, filters=filters, options=options,
@@ -256,9 +270,11 @@ def demo_command(
 
     Examples:
 
-        mlflow-sync demo
+    ```
+    mlflow-sync demo
 
-        mlflow-sync demo --work-dir /tmp/mlflow-sync-demo --json
+    mlflow-sync demo --work-dir /tmp/mlflow-sync-demo --json
+    ```
     """
     from mlflow_sync.migrate.demo import run_demo
 

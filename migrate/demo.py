@@ -51,7 +51,7 @@ def run_demo(work_dir: Path) -> dict:
     with connect(source_uri, role="source") as source, connect(target_uri, role="target") as target:
         with _inside(work_dir / "source"):
             output.info("exporting")
-            manifest = service.export(source, str(work_dir / "export"), filters=ExportFilters(include_deleted_runs=True), workers=4)
+            manifest = service.export(source, str(work_dir / "export"), filters=ExportFilters(), workers=4)
         with _inside(work_dir / "target"):
             output.info("importing into a second store")
             result = service.import_export(target, str(work_dir / "export"), work_dir,

@@ -18,6 +18,7 @@ from pathlib import Path
 from mlflow_sync.connection import Server, paged
 from mlflow_sync.errors import UsageError
 from mlflow_sync.histories import HistoryReader
+from mlflow_sync.registry import registered_models
 from mlflow_sync.migrate.layout import ExportLayout, encode_float, write_record
 from mlflow_sync.migrate.manifest import build_manifest
 from mlflow_sync.migrate.outcome import Outcome
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 RUNS_PAGE = 1000
 HISTORY_RUNS_PER_REQUEST = 100  # MLflow's limit for get-history-bulk
-PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 @dataclass
@@ -37,7 +37,20 @@ class ExportFilters:
     models: list[str] = field(default_factory=list)  # registered model / prompt names
     since_ms: int | None = None  # run start_time >= since
     until_ms: int | None = None  # run start_time < until
-    include_deleted_runs: bool = False
+    skip_kinds: frozenset[str] = frozenset()  # kinds left out on purpose (--skip-kind), see inventory.py
+
+    @property
+    def include_deleted_runs(self) -> bool:
+        """Deleted runs are carried (as deleted) unless skipped: users restore them on the source."""
+        return "deleted_runs" not in self.skip_kinds
+
+    def carries(self, kind: str) -> bool:
+        return kind not in self.skip_kinds
+
+    @property
+    def selective(self) -> bool:
+        """Does the selection leave out runs or registry objects (so counts cannot equal the source's)?"""
+        return bool(self.experiments or self.models or self.since_ms is not None or self.until_ms is not None)
 
 
 def lacking_kinds(capabilities) -> list[str]:
@@ -62,8 +75,9 @@ class Exporter:
 
     # -- entry point ---------------------------------------------------------------------------
 
-    def export(self) -> dict:
-        """Export everything selected, then write the manifest; returns the manifest."""
+    def export(self, inventory: dict | None = None) -> dict:
+        """Export everything selected, then write the manifest (with the source's ``inventory``,
+        counted before); returns the manifest."""
         capabilities = self.source.capabilities()
         lacking = lacking_kinds(capabilities)
         if lacking:
@@ -81,17 +95,17 @@ class Exporter:
             run_jobs = _BoundedJobs(pool, limit=2 * HISTORY_RUNS_PER_REQUEST)
             for experiment in experiments:
                 self._export_runs(experiment, run_jobs)
-                if capabilities.logged_models:
+                if capabilities.logged_models and self.filters.carries("logged_models"):
                     self._export_logged_models(experiment)
-                if capabilities.traces:
+                if capabilities.traces and self.filters.carries("traces"):
                     self._export_traces(experiment)
             run_jobs.wait_all()
         self._export_registered_models()
-        if capabilities.evaluation_datasets:
+        if capabilities.evaluation_datasets and self.filters.carries("evaluation_datasets"):
             self._export_evaluation_datasets(experiments)
         counts = self._counts()
-        if capabilities.evaluation_datasets:  # present (even 0): the export holds this source's datasets
-            counts.setdefault("evaluation_datasets", 0)
+        if capabilities.evaluation_datasets and self.filters.carries("evaluation_datasets"):
+            counts.setdefault("evaluation_datasets", 0)  # present (even 0): the export holds this source's datasets
         return build_manifest(
             self.layout,
             source={
@@ -108,7 +122,9 @@ class Exporter:
                 "since_ms": self.filters.since_ms,
                 "until_ms": self.filters.until_ms,
                 "include_deleted_runs": self.filters.include_deleted_runs,
+                "skip_kinds": sorted(self.filters.skip_kinds),
             },
+            inventory=inventory,
         )
 
     def plan(self) -> dict:
@@ -179,9 +195,9 @@ class Exporter:
         """Every registered model, or every prompt (a registered model tagged as one), on the source."""
         if prompts and not self.source.capabilities().prompts:
             return iter(())
-        condition = f"tags.`{PROMPT_TAG}` = 'true'" if prompts else None
-        return paged(lambda token: self.client.search_registered_models(
-            filter_string=condition, max_results=1000, page_token=token))
+        if not self.filters.carries("prompts" if prompts else "registered_models"):
+            return iter(())
+        return registered_models(self.client, prompts=prompts)
 
     def _require_named_models(self) -> None:
         """A --model name the source does not hold is a typo to report, not an empty export."""

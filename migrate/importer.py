@@ -14,6 +14,7 @@ Requests per run at the target: ``runs/create``, one ``runs/log-batch`` per 1,00
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ finds its earlier copy by this tag (always written, like the run id tag)."""
 PLACEHOLDER_TAG = "mlflow_sync.placeholder"
 DROPPED_TAGS = ("mlflow_sync.request_id",)  # the source's own transport keys: the target gets new ones
 PARENT_TAG = "mlflow.parentRunId"
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 ENTITIES_PER_BATCH = 1000  # MLflow's log-batch limits
 PARAMS_TAGS_PER_BATCH = 100
 DATASET_RECORDS_PER_UPSERT = 500
@@ -53,6 +55,10 @@ class ImportOptions:
     experiment_renames: dict[str, str] = field(default_factory=dict)
     model_renames: dict[str, str] = field(default_factory=dict)
     workers: int = 8
+    skip_kinds: frozenset[str] = frozenset()  # kinds left out on purpose (--skip-kind), see inventory.py
+
+    def carries(self, kind: str) -> bool:
+        return kind not in self.skip_kinds
 
 
 def _quote(value: str) -> str:
@@ -70,6 +76,7 @@ class Importer:
         self.outcome = Outcome()
         self.progress = progress
         self._run_sources: dict[str, dict] = {}  # source run id -> run.json (without metrics) for remapping
+        self._fresh_runs: set[str] = set()  # source ids of runs this process created (nothing logged to them yet)
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -79,29 +86,30 @@ class Importer:
         experiments = [read_json(p) for p in self.layout.experiment_files()]
         self._check_renames(experiments)
         capabilities = self.target.capabilities()
+        self._refuse_kinds_the_target_cannot_hold(capabilities, manifest["counts"])
         for experiment in experiments:
             self.outcome.attempt("experiment", experiment["name"], experiment["experiment_id"],
                                  lambda e=experiment: self._import_experiment(e))
         runs = self._create_runs(experiments)
-        if self.layout.logged_model_files():
-            if capabilities.logged_models:
-                for path in self.layout.logged_model_files():
-                    record = read_json(path)
-                    self.outcome.attempt("logged model", record["name"], record["model_id"],
-                                         lambda r=record, p=path: self._import_logged_model(r, p.parent))
-            else:
-                self.outcome.fail("logged model", "(all)", "-", RuntimeError(
-                    f"the target runs MLflow {capabilities.version}, which has no logged models"))
+        logged_models = self.layout.logged_model_files() if self.options.carries("logged_models") else []
+        for path in logged_models:
+            record = read_json(path)
+            self.outcome.attempt("logged model", record["name"], record["model_id"],
+                                 lambda r=record, p=path: self._import_logged_model(r, p.parent))
         with ThreadPoolExecutor(self.options.workers) as pool:
             list(pool.map(self._complete_run, runs))
-        for path in self.layout.registered_model_files():
+        for path in self.layout.registered_model_files() if self.options.carries("registered_models") else []:
             record = read_json(path)
             self.outcome.attempt("registered model", record["name"], record["name"],
                                  lambda r=record: self._import_registered_model(r))
-        for path in self.layout.prompt_files():
+        for path in logged_models:
+            record = read_json(path)
+            self.outcome.attempt("logged model", record["name"], record["model_id"],
+                                 lambda r=record: self._restore_model_versions_tag(r))
+        for path in self.layout.prompt_files() if self.options.carries("prompts") else []:
             record = read_json(path)
             self.outcome.attempt("prompt", record["name"], record["name"], lambda r=record: self._import_prompt(r))
-        if capabilities.traces:
+        if capabilities.traces and self.options.carries("traces"):
             for experiment in experiments:
                 for path in self.layout.trace_files(experiment["experiment_id"]):
                     record = read_json(path)
@@ -109,6 +117,19 @@ class Importer:
                     self.outcome.attempt("trace", trace_id, trace_id, lambda r=record: self._import_trace(r))
         self._import_evaluation_datasets(capabilities)
         return self.outcome
+
+    def _refuse_kinds_the_target_cannot_hold(self, capabilities, counts: dict) -> None:
+        """An older target (or a service that disables a kind) gets what it can hold, but only when the
+        user says so: otherwise nothing is written and the kinds are named."""
+        held = {"logged_models": capabilities.logged_models, "traces": capabilities.traces,
+                "prompts": capabilities.prompts, "evaluation_datasets": capabilities.evaluation_datasets}
+        refused = [kind for kind, can_hold in held.items()
+                   if not can_hold and counts.get(kind) and self.options.carries(kind)]
+        if refused:
+            what = ", ".join(f"{kind} ({counts[kind]})" for kind in refused)
+            skips = " ".join(f"--skip-kind {kind.replace('_', '-')}" for kind in refused)
+            raise UsageError(f"the target {self.target.display} (MLflow {capabilities.version or 'of unknown version'}) "
+                             f"cannot hold {what}: nothing was written; pass {skips} to carry the rest")
 
     def _tick(self) -> None:
         if self.progress:
@@ -223,6 +244,7 @@ class Importer:
             tags["mlflow.user"] = user  # MLflow takes the run's user from this tag
         run = self.client.create_run(experiment_id, start_time=info["start_time"], tags=tags,
                                      run_name=info["run_name"])
+        self._fresh_runs.add(info["run_id"])
         self.journal.record("run", info["run_id"], run.info.run_id, CREATED, artifact_uri=run.info.artifact_uri)
         return True
 
@@ -261,6 +283,13 @@ class Importer:
         info = record["info"]
         entry = self.journal.get("run", info["run_id"])
         run_id = entry["target"]
+        present = None
+        if info["run_id"] not in self._fresh_runs:
+            # Created by an earlier attempt or another work dir: it may hold inputs already (logging a
+            # model input twice breaks a unique key) and may be deleted (a deleted run takes no writes).
+            present = self.client.get_run(run_id)
+            if present.info.lifecycle_stage == "deleted":
+                self.client.restore_run(run_id)
         params = [Param(k, v) for k, v in record["params"].items()]
         tags = [RunTag(k, v) for k, v in self._run_tags(record).items()]
         metrics = [
@@ -269,7 +298,7 @@ class Importer:
         ]
         for batch in _batches(metrics, params, tags):
             self.client.log_batch(run_id, **batch)
-        self._log_inputs_outputs(run_id, record)
+        self._log_inputs_outputs(run_id, record, present)
         if record["artifacts"]:
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -282,25 +311,48 @@ class Importer:
         self.journal.record("run", info["run_id"], run_id, DONE, artifact_uri=entry["artifact_uri"])
         return True
 
-    def _log_inputs_outputs(self, run_id: str, record: dict) -> None:
+    def _log_inputs_outputs(self, run_id: str, record: dict, present=None) -> None:
+        """Log the run's dataset and model inputs and model outputs, leaving out those ``present``
+        (the target run as an earlier attempt left it) already holds."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
+        held_datasets, held_models, held_outputs = _held_inputs_outputs(present)
         datasets = [
             DatasetInput(Dataset(**d["dataset"]), tags=[InputTag(k, v) for k, v in d["tags"].items()])
             for d in record["inputs"]["datasets"]
+            if (d["dataset"]["name"], d["dataset"]["digest"]) not in held_datasets
         ]
-        models = self._mapped_models(record["inputs"]["models"])
+        models = [m for m in self._mapped_models(record["inputs"]["models"]) if m not in held_models]
         if datasets or models:
             from mlflow.entities import LoggedModelInput
 
             self.client.log_inputs(run_id, datasets=datasets or None,
                                    models=[LoggedModelInput(m) for m in models] or None)
         outputs = [(self.journal.target("logged_model", o["model_id"]), o["step"]) for o in record["outputs"]["models"]]
-        outputs = [(m, step) for m, step in outputs if m]
+        outputs = [(m, step) for m, step in outputs if m and m not in held_outputs]
         if outputs:
             from mlflow.entities import LoggedModelOutput
 
             self.client.log_outputs(run_id, [LoggedModelOutput(m, step) for m, step in outputs])
+
+    def _restore_model_versions_tag(self, record: dict) -> bool:
+        """Creating a model version makes the server rewrite the logged model's ``mlflow.modelVersions``
+        tag with its own single entry; the source's value (MLflow may hold one entry per registration
+        path) is put back as it was, renamed models renamed."""
+        value = record["tags"].get(MODEL_VERSIONS_TAG)
+        model_id = self.journal.target("logged_model", record["model_id"])
+        if value is None or model_id is None:
+            return True
+        renames = self.options.model_renames
+        if renames:
+            try:
+                entries = json.loads(value)
+                value = json.dumps([{**e, "name": renames.get(e.get("name"), e.get("name"))} for e in entries])
+            except (ValueError, TypeError, AttributeError):
+                pass  # not the list MLflow writes: carried as it is
+        if self.client.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG) != value:
+            self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: value})
+        return True
 
     def _mapped_models(self, model_ids: list[str]) -> list[str]:
         return [t for t in (self.journal.target("logged_model", m) for m in model_ids) if t]
@@ -609,6 +661,17 @@ class _EvaluationDatasetCreate(CreateGuard):
 
 
 register_guard("POST", "/api/3.0/mlflow/datasets/create", _EvaluationDatasetCreate())
+
+
+def _held_inputs_outputs(run) -> tuple[set, set, set]:
+    """(dataset (name, digest) pairs, model input ids, model output ids) a target run already holds."""
+    if run is None:
+        return set(), set(), set()
+    inputs, outputs = run.inputs, getattr(run, "outputs", None)
+    datasets = {(d.dataset.name, d.dataset.digest) for d in (inputs.dataset_inputs if inputs else [])}
+    models = {m.model_id for m in (getattr(inputs, "model_inputs", None) or [])}
+    produced = {m.model_id for m in (getattr(outputs, "model_outputs", None) or [])}
+    return datasets, models, produced
 
 
 def _batches(metrics: list, params: list, tags: list):

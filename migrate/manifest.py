@@ -42,7 +42,8 @@ def client_versions() -> dict:
     }
 
 
-def build_manifest(layout: ExportLayout, *, source: dict, counts: dict, options: dict) -> dict:
+def build_manifest(layout: ExportLayout, *, source: dict, counts: dict, options: dict,
+                   inventory: dict | None = None) -> dict:
     """Hash every file of the export and write ``manifest.json``; returns it."""
     files = {}
     total = 0
@@ -58,6 +59,7 @@ def build_manifest(layout: ExportLayout, *, source: dict, counts: dict, options:
         "source": source,
         "options": options,
         "counts": counts,
+        **({"inventory": inventory} if inventory is not None else {}),
         "total_bytes": total,
         "files": files,
     }

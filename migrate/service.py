@@ -10,6 +10,7 @@ from pathlib import Path
 from mlflow_sync import output
 from mlflow_sync.connection import Server
 from mlflow_sync.errors import UsageError
+from mlflow_sync.inventory import InventoryMismatch, carried_counts, shortfalls, take_inventory, uncarried
 from mlflow_sync.migrate.exporter import ExportFilters, Exporter
 from mlflow_sync.migrate.importer import ImportOptions, Importer
 from mlflow_sync.migrate.journal import Journal
@@ -35,6 +36,7 @@ class MigrateResult:
     seconds: float = 0.0
     requests: dict = field(default_factory=dict)
     id_map: list[str] = field(default_factory=list)
+    inventory: dict = field(default_factory=dict)
     validation: dict | None = None
 
     def as_dict(self) -> dict:
@@ -46,15 +48,26 @@ def _progress_callback(bar, task):
 
 
 def export(source: Server, to: str, *, filters: ExportFilters, workers: int, staging: Path | None = None) -> dict:
-    """Export the source into ``to`` (directory or s3://); returns the manifest."""
+    """Export the source into ``to`` (directory or s3://); returns the manifest.
+
+    The source is counted first (:mod:`mlflow_sync.inventory`): a kind it holds that no job
+    carries is refused before anything is written, and an export holding fewer objects of a kind
+    than the source (a reader's blind spot) fails once written, naming the kind.
+    """
     started = time.monotonic()
+    inventory = take_inventory(source)
+    refused = uncarried(inventory, filters.skip_kinds)
+    if refused:
+        raise UsageError(f"the source {source.display} holds {', '.join(refused)}, which this version of "
+                         f"mlflow-sync does not carry: nothing was written; pass "
+                         f"{' '.join('--skip-kind ' + k.split()[0].replace('_', '-') for k in refused)} to carry the rest")
     location = ExportLocation(to, staging)
     try:
         with output.progress() as bar:
             task = bar.add_task("export runs", total=None)
             exporter = Exporter(source, location.layout, filters=filters, workers=workers,
                                 progress=_progress_callback(bar, task))
-            manifest = exporter.export()
+            manifest = exporter.export(inventory={"source": inventory.as_dict()})
         location.publish()
     finally:
         location.close()
@@ -62,6 +75,12 @@ def export(source: Server, to: str, *, filters: ExportFilters, workers: int, sta
     manifest["seconds"] = round(time.monotonic() - started, 2)
     manifest["requests"] = source.requests_by_endpoint()
     exporter.outcome.raise_if_failed(f"export to {location.uri}")
+    if not filters.selective:
+        short = shortfalls(carried_counts(inventory, filters.skip_kinds), manifest["counts"],
+                           expected_what="on the source", found_what="exported")
+        if short:
+            raise InventoryMismatch(f"the export of {source.display} is missing objects the source holds: "
+                                    f"{'; '.join(short)} (manifest: {location.uri})")
     return manifest
 
 
@@ -76,6 +95,7 @@ def import_export(target: Server, source_location: str, work_dir: Path, *, optio
     journal = Journal(work_dir / JOURNAL)
     try:
         manifest = load_manifest(layout)
+        before = take_inventory(target, uncarried_kinds=False)
         with output.progress() as bar:
             task = bar.add_task("import runs", total=manifest["counts"].get("runs"))
             importer = Importer(target, layout, journal, options, progress=_progress_callback(bar, task))
@@ -83,14 +103,23 @@ def import_export(target: Server, source_location: str, work_dir: Path, *, optio
         id_map = journal.write_id_map(work_dir)
     finally:
         journal.close()
+    after = take_inventory(target, uncarried_kinds=False)
+    expected = {kind: n for kind, n in manifest["counts"].items() if options.carries(kind)}
+    short = shortfalls(expected, carried_counts(after, frozenset()), expected_what="in the export",
+                       found_what="on the target")
     result = MigrateResult(
         action="import", work_dir=str(work_dir), counts={"imported": dict(outcome.done),
                                                           "already_there": dict(outcome.skipped)},
         failures=outcome.as_dict()["failures"], seconds=round(time.monotonic() - started, 2),
         requests=target.requests_by_endpoint(), id_map=[str(p) for p in id_map],
+        inventory={"source": (manifest.get("inventory") or {}).get("source"), "target_before": before.as_dict(),
+                   "target_after": after.as_dict(), "short": short},
     )
     write_json(work_dir / REPORT, result.as_dict())
     outcome.raise_if_failed(f"import into {target.display} (report: {work_dir / REPORT})")
+    if short:
+        raise InventoryMismatch(f"the target {target.display} holds fewer objects than the export: "
+                                f"{'; '.join(short)} (report: {work_dir / REPORT})")
     return result
 
 
@@ -146,7 +175,7 @@ def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFi
     result.requests = {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()}
     if validate:
         result.validation = validate_target(source, target, work_dir, filtered=_is_filtered(filters),
-                                            workers=options.workers)
+                                            workers=options.workers, skip_kinds=filters.skip_kinds)
     write_json(work_dir / REPORT, result.as_dict())
     if result.validation and not result.validation.get("ok", True):
         from mlflow_sync.errors import MismatchError
@@ -160,7 +189,8 @@ def _is_filtered(filters: ExportFilters) -> bool:
     return bool(filters.experiments or filters.models or filters.since_ms or filters.until_ms)
 
 
-def validate_target(source: Server, target: Server, work_dir: Path, *, filtered: bool, workers: int) -> dict:
+def validate_target(source: Server, target: Server, work_dir: Path, *, filtered: bool, workers: int,
+                    skip_kinds: frozenset[str] = frozenset()) -> dict:
     """The validate step of ``migrate``: the validator compares source and target, reports go to the work dir.
 
     The target may hold objects of its own (``one_way``). A filtered migration is not validated
@@ -174,7 +204,7 @@ def validate_target(source: Server, target: Server, work_dir: Path, *, filtered:
     files = ReportFiles(json=work_dir / "validation.json", html=work_dir / "validation.html")
     try:
         report = validate_and_report(source, target, ValidateOptions(one_way=True, metric_history=True,
-                                                                     workers=workers), files)
+                                                                     workers=workers, skip_kinds=skip_kinds), files)
         ok, summary = True, _summary(report)
     except ValidationMismatch as exc:
         ok, summary = False, str(exc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from mlflow_sync.errors import MismatchError, UsageError
 from mlflow_sync.migrate.exporter import ExportFilters
 from mlflow_sync.migrate.layout import ExportLayout, write_json
 from mlflow_sync.migrate.manifest import client_versions, load_manifest, sha256_of
+from mlflow_sync.registry import all_registered_models, is_prompt
 from mlflow_sync.migrate.snapshot_store import BLOBS, SNAPSHOTS, blob_key, open_store, snapshot_key
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ def create_snapshot(source: Server, to: str, *, workers: int, staging: Path | No
     ids = snapshot_ids(listing)
     with _staging_directory(staging) as tmp:
         export_dir = tmp / "export"
-        service.export(source, str(export_dir), filters=ExportFilters(include_deleted_runs=True), workers=workers)
+        service.export(source, str(export_dir), filters=ExportFilters(), workers=workers)
         export_manifest = load_manifest(ExportLayout(export_dir))
         stored_files = stored_bytes = 0
         for relative, info in export_manifest["files"].items():
@@ -367,7 +369,7 @@ def _require_empty(target: Server) -> None:
     experiments = client.search_experiments(view_type=ViewType.ALL, max_results=10)
     used = [e.name for e in experiments if e.experiment_id != "0" or client.search_runs(
         ["0"], run_view_type=ViewType.ALL, max_results=1)]
-    models = client.search_registered_models(max_results=1)
+    models = list(itertools.islice(all_registered_models(client), 1))
     if used or models:
         what = f"experiment {used[0]!r}" if used else f"registered model {models[0].name!r}"
         raise UsageError(f"the target {target.display} is not empty ({what}): restore into an empty server, or "
@@ -386,7 +388,7 @@ def _count_check(target: Server, expected: dict) -> dict:
         ids = [e.experiment_id for e in experiments[start:start + 100]]
         runs += sum(1 for _ in paged(lambda t, ids=ids: client.search_runs(
             ids, run_view_type=ViewType.ALL, max_results=1000, page_token=t)))
-    models = list(paged(lambda t: client.search_registered_models(max_results=1000, page_token=t)))
+    models = [model for model in all_registered_models(client) if not is_prompt(model)]
     found = {"experiments": len(experiments), "runs": runs, "registered_models": len(models)}
     wanted = {kind: expected.get(kind, 0) for kind in found}
     return {"expected": wanted, "found": found,

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from mlflow_sync.connection import Server, paged
 from mlflow_sync.migrate.exporter import (
     HISTORY_RUNS_PER_REQUEST,
-    PROMPT_TAG,
     Exporter,
     _quote,
     logged_model_record,
@@ -48,6 +47,7 @@ from mlflow_sync.migrate.journal import Journal
 from mlflow_sync.migrate.layout import ExportLayout, write_json
 from mlflow_sync.migrate.manifest import build_manifest
 from mlflow_sync.migrate.sync_state import SyncState
+from mlflow_sync.registry import registered_models
 
 log = logging.getLogger(__name__)
 
@@ -330,9 +330,7 @@ class ChangeFinder:
         changed = self.delta.prompts if is_prompt else self.delta.registered_models
         names = self.delta.prompt_names if is_prompt else self.delta.model_names
         touched = set() if is_prompt else self._recently_updated_models()
-        condition = f"tags.`{PROMPT_TAG}` = 'true'" if is_prompt else None
-        for model in paged(lambda t: self.client.search_registered_models(
-                filter_string=condition, max_results=1000, page_token=t)):
+        for model in registered_models(self.client, prompts=is_prompt):
             names.add(model.name)
             previous = known.get(model.name)
             quick = model_state(model, [])

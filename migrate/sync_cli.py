@@ -31,7 +31,7 @@ SnapshotIdOpt = Annotated[Optional[str], typer.Option(
     "--snapshot", help="Snapshot id (see `snapshot list`); default: the latest.", show_default=False)]
 
 snapshot_app = typer.Typer(help="Verifiable point-in-time snapshots: create, list, verify, restore, prune.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode="markdown")
 
 
 def _show(title: str, data: dict) -> None:
@@ -69,10 +69,14 @@ def sync_command(
 
     Examples:
 
-        mlflow-sync sync --source http://mlflow.internal:5000 --target http://standby:5000 --work-dir ./standby
+    ```
+    mlflow-sync sync --source http://mlflow.internal:5000 \\
+        --target http://standby:5000 --work-dir ./standby
 
-        mlflow-sync sync -s http://mlflow.internal:5000 \\
-            -t arn:aws:sagemaker:eu-west-1:123456789012:mlflow-app/app-ABC -w /var/lib/mlflow-sync/dr --delete
+    mlflow-sync sync -s http://mlflow.internal:5000 \\
+        -t arn:aws:sagemaker:eu-west-1:123456789012:mlflow-app/app-ABC \\
+        -w /var/lib/mlflow-sync/dr --delete
+    ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
@@ -105,9 +109,13 @@ def snapshot_create(
 
     Examples:
 
-        mlflow-sync snapshot create --source http://mlflow.internal:5000 --to /backups/mlflow
+    ```
+    mlflow-sync snapshot create --source http://mlflow.internal:5000 \\
+        --to /backups/mlflow
 
-        mlflow-sync snapshot create -s http://mlflow.internal:5000 --to s3://dr-bucket/mlflow-snapshots
+    mlflow-sync snapshot create -s http://mlflow.internal:5000 \\
+        --to s3://dr-bucket/mlflow-snapshots
+    ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
@@ -132,9 +140,11 @@ def snapshot_list(
 
     Examples:
 
-        mlflow-sync snapshot list --from /backups/mlflow
+    ```
+    mlflow-sync snapshot list --from /backups/mlflow
 
-        mlflow-sync snapshot list --from s3://dr-bucket/mlflow-snapshots --json
+    mlflow-sync snapshot list --from s3://dr-bucket/mlflow-snapshots --json
+    ```
     """
     from mlflow_sync.migrate.snapshot import list_snapshots
 
@@ -171,9 +181,12 @@ def snapshot_verify(
 
     Examples:
 
-        mlflow-sync snapshot verify --from /backups/mlflow
+    ```
+    mlflow-sync snapshot verify --from /backups/mlflow
 
-        mlflow-sync snapshot verify --from s3://dr-bucket/mlflow-snapshots --snapshot 20250101T020000Z
+    mlflow-sync snapshot verify --from s3://dr-bucket/mlflow-snapshots \\
+        --snapshot 20250101T020000Z
+    ```
     """
     from mlflow_sync.migrate.snapshot import verify_snapshots
 
@@ -216,10 +229,15 @@ def snapshot_restore(
 
     Examples:
 
-        mlflow-sync snapshot restore --from /backups/mlflow --target http://127.0.0.1:5001 --work-dir ./restore
+    ```
+    mlflow-sync snapshot restore --from /backups/mlflow \\
+        --target http://127.0.0.1:5001 --work-dir ./restore
 
-        mlflow-sync snapshot restore --from s3://dr-bucket/mlflow-snapshots --snapshot 20250101T020000Z \\
-            --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC --work-dir ./restore
+    mlflow-sync snapshot restore --from s3://dr-bucket/mlflow-snapshots \\
+        --snapshot 20250101T020000Z \\
+        --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC \\
+        --work-dir ./restore
+    ```
     """
     from contextlib import nullcontext
 
@@ -251,9 +269,12 @@ def snapshot_prune(
 
     Examples:
 
-        mlflow-sync snapshot prune --from /backups/mlflow --keep 14
+    ```
+    mlflow-sync snapshot prune --from /backups/mlflow --keep 14
 
-        mlflow-sync snapshot prune --from s3://dr-bucket/mlflow-snapshots --keep 7 --dry-run
+    mlflow-sync snapshot prune --from s3://dr-bucket/mlflow-snapshots \\
+        --keep 7 --dry-run
+    ```
     """
     from mlflow_sync.migrate.snapshot import prune_snapshots
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlflow_sync.errors import UsageError
 
@@ -55,6 +55,23 @@ class Profile(_Strict):
     retry: RetrySettings = RetrySettings()
     sync: SyncSettings = SyncSettings()
     workers: int = Field(8, ge=1, le=64, description="parallel workers, all inside the request budget")
+    skip_kinds: list[str] = Field(default_factory=list, description="object kinds left out on purpose (--skip-kind)")
+
+    @field_validator("skip_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        from mlflow_sync.inventory import parse_skip_kinds
+
+        try:
+            return sorted(parse_skip_kinds(kinds))
+        except UsageError as exc:
+            raise ValueError(str(exc).replace("--skip-kind", "skip_kinds")) from None
+
+    def skipped(self, extra) -> frozenset[str]:
+        """The profile's skipped kinds plus the command line's ``--skip-kind`` values."""
+        from mlflow_sync.inventory import parse_skip_kinds
+
+        return frozenset(self.skip_kinds) | parse_skip_kinds(extra)
 
 
 def _key_path(loc: tuple) -> str:

@@ -40,3 +40,9 @@ SyncOverlapOpt = Annotated[
                  "the previous sync began (clients whose clocks run behind). Default 10 (profile: sync.overlap_minutes).",
                  show_default=False),
 ]
+SkipKindOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--skip-kind", help="Leave this object kind out on purpose, e.g. deleted-runs, traces, "
+                 "gateway-secrets (repeatable; profile: skip_kinds). Any kind the source holds and the job does not "
+                 "carry fails the job unless skipped here.", show_default=False),
+]

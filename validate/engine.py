@@ -103,9 +103,13 @@ class Comparison:
         self.source_model_of: dict[str, str] = {}  # the inverse of model_map
         self.any_logged_models = False  # then model inputs are read per run (searches leave them out)
         self.experiment_names: dict[str, dict[str, str]] = {"source": {}, "target": {}}  # side -> id -> name
-        skipped = (source.unsupported_checks | target.unsupported_checks) & set(options.checks)
+        # A kind the source cannot hold is not applicable; one the target cannot hold is not compared
+        # (an import refuses, by name, to carry a kind into a target that cannot hold it).
+        self.not_applicable = sorted(source.unsupported_checks & set(options.checks))
+        skipped = (source.unsupported_checks | target.unsupported_checks | options.skipped_checks) & set(options.checks)
         if skipped:
-            log.info("not compared (one side cannot hold them): %s", ", ".join(sorted(skipped)))
+            log.info("not compared (not applicable, skipped, or the target cannot hold them): %s",
+                     ", ".join(sorted(skipped)))
         self.checks = tuple(check for check in options.checks if check not in skipped)
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="validate")
         # Bulk history reads are slow answers (up to 25,000 points each): a pool of their own keeps
@@ -227,7 +231,7 @@ class Comparison:
             for pair in pairs:
                 source_future, target_future = futures[id(pair)]
                 try:
-                    pair.source_runs = source_future.result()
+                    pair.source_runs = [run for run in source_future.result() if self.options.compares_run(run)]
                     pair.target_runs = target_future.result()
                 except Exception as exc:
                     self.error("run", f"{pair.path}/runs", exc, pair.name)
@@ -806,6 +810,7 @@ def validate(source: SideReader, target: SideReader, options: ValidateOptions | 
         requests={side: _spent(before[side], _requests(reader))
                   for side, reader in (("source", source_reader), ("target", target_reader))},
         ignored=comparison.ignored,
+        not_applicable=comparison.not_applicable,
     )
 
 

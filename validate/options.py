@@ -54,6 +54,7 @@ class ValidateOptions:
     ignore_tags: tuple[str, ...] = ()
     ignore_paths: tuple[str, ...] = ()
     workers: int = 8
+    skip_kinds: frozenset[str] = frozenset()  # kinds the job left out on purpose (--skip-kind)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -72,12 +73,21 @@ class ValidateOptions:
     def wants(self, check: str) -> bool:
         return check in self.checks
 
+    @property
+    def skipped_checks(self) -> frozenset[str]:
+        return frozenset(self.skip_kinds) & frozenset(CHECKS)
+
+    def compares_run(self, run) -> bool:
+        """Deleted source runs are compared unless the job skipped them (``--skip-kind deleted-runs``)."""
+        return "deleted_runs" not in self.skip_kinds or run.lifecycle_stage != "deleted"
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("extra")
         data["checks"] = list(self.checks)
         data["ignore_tags"] = list(self.ignore_tags)
         data["ignore_paths"] = list(self.ignore_paths)
+        data["skip_kinds"] = sorted(self.skip_kinds)
         return data
 
 

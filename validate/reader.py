@@ -27,6 +27,7 @@ from typing import Callable, Protocol
 from mlflow_sync import s3
 from mlflow_sync.connection import Server, paged
 from mlflow_sync.histories import MAX_RUNS_PER_REQUEST, HistoryReader
+from mlflow_sync.registry import registered_models
 from mlflow_sync.migrate.manifest import sha256_of
 from mlflow_sync.validate.records import (
     ArtifactEntry,
@@ -48,7 +49,6 @@ from mlflow_sync.validate.records import (
 log = logging.getLogger(__name__)
 
 RUNS_PAGE_SIZE = 1000
-PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 class SideReader(Protocol):
@@ -88,7 +88,12 @@ class ServerReader:
         self._history_reader = HistoryReader(server)
         self._prefetched: dict[tuple[str, str], list[MetricPoint]] = {}
 
-    unsupported_checks: frozenset[str] = frozenset()
+    @property
+    def unsupported_checks(self) -> frozenset[str]:
+        """Kinds this server cannot hold (an older MLflow), detected from the server itself."""
+        capabilities = self.server.capabilities()
+        return frozenset(kind for kind in ("logged_models", "traces", "prompts", "evaluation_datasets")
+                         if not getattr(capabilities, kind))
 
     def requests_by_endpoint(self) -> dict[str, int]:
         return self.server.requests_by_endpoint()
@@ -204,9 +209,7 @@ class ServerReader:
 
     def registered_models(self) -> list[RegisteredModelRecord]:
         models = {}
-        for model in paged(lambda token: self.client.search_registered_models(max_results=1000, page_token=token)):
-            if model.tags.get(PROMPT_TAG) == "true":
-                continue
+        for model in registered_models(self.client, prompts=False):
             models[model.name] = RegisteredModelRecord(
                 name=model.name,
                 description=model.description or "",

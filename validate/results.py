@@ -80,6 +80,7 @@ class Report:
     seconds: float = 0.0
     requests: dict[str, dict[str, int]] = field(default_factory=dict)  # side -> endpoint -> count
     ignored: int = 0
+    not_applicable: list[str] = field(default_factory=list)  # kinds the source cannot hold
 
     @property
     def one_way(self) -> bool:
@@ -130,6 +131,7 @@ class Report:
             "totals": self.totals(),
             "summary": self.summary(),
             "ignored": self.ignored,
+            "not_applicable": self.not_applicable,
             "requests": self.requests,
             "results": [result.to_dict() for result in self.results],
         }

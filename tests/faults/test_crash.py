@@ -30,7 +30,7 @@ def test_sigkill_at_seeded_points_then_resume_leaves_every_object_once(mlflow_se
     build_rich_source(connect(source_server.url, role="source"), runs_per_experiment=1)
     work = tmp_path / "work"
     args = ["migrate", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(work),
-            "--include-deleted-runs", "--config", quick_profile, "--quiet"]
+            "--config", quick_profile, "--quiet"]
     rng = random.Random(SEED)
     points = [
         KillPoint("export: artifact download", source_server.proxy, "GET /api/2.0/mlflow-artifacts/presigned/*",

@@ -38,7 +38,7 @@ def test_migrate_and_validate_at_five_percent_faults(mlflow_server, tmp_path, qu
     work = tmp_path / "work"
 
     assert main(["migrate", "--source", source_server.url, "--target", target_server.url, "--work-dir",
-                 str(work), "--include-deleted-runs", "--config", quick_profile, "--quiet"]) == 0
+                 str(work), "--config", quick_profile, "--quiet"]) == 0
     report = json.loads((work / "report.json").read_text())
     assert report["failures"] == [] and report["validation"]["ok"] is True, report["validation"]
     assert main(["validate", "--source", source_server.url, "--target", target_server.url,

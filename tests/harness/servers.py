@@ -154,7 +154,7 @@ class MlflowServer:
     def start(self) -> MlflowServer:
         started = time.monotonic()
         self.moto.make_bucket(self.bucket)
-        self.database = create_database(self.backend, self.workdir)
+        self.database = self._create_database()
         try:
             self.port = free_port()
             self._process = ManagedProcess(
@@ -207,6 +207,10 @@ class MlflowServer:
         return self.moto.list_keys(self.bucket, self.prefix + "/")
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _create_database(self) -> Database:
+        """A migrated, empty database (a copy of the current MLflow's template)."""
+        return create_database(self.backend, self.workdir)
 
     def _command(self) -> list[str]:
         address = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
@@ -262,7 +266,9 @@ class ServerPool:
     def acquire(
         self, backend: str = "sqlite", artifacts: str = "proxied", **options
     ) -> MlflowServer:
-        key = (backend, artifacts, tuple(sorted(options.items())))
+        key = (backend, artifacts, tuple(sorted(
+            (name, tuple(sorted(value.items())) if isinstance(value, Mapping) else value)
+            for name, value in options.items())))
         while True:
             with self._lock:
                 idle = self._idle.get(key)

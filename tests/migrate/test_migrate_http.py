@@ -40,7 +40,7 @@ def test_migrate_rich_source_then_rerun_imports_nothing_twice(mlflow_server, tmp
     built = build_rich_source(source)
     work = tmp_path / "work"
     args = ["migrate", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(work),
-            "--include-deleted-runs", "--quiet"]
+            "--quiet"]
 
     assert main(args) == 0
     report = json.loads((work / "report.json").read_text())

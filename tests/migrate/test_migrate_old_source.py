@@ -31,7 +31,7 @@ def test_export_from_a_2x_style_server_gets_every_run_and_names_what_the_source_
                                   with_prompts=False)
     answer_like_mlflow_2(source_server)
     export_dir = tmp_path / "export"
-    assert main(["export", "--source", source_server.url, "--to", str(export_dir), "--include-deleted-runs",
+    assert main(["export", "--source", source_server.url, "--to", str(export_dir),
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["source lacks"] == ["logged_models", "traces", "prompts", "evaluation_datasets"]

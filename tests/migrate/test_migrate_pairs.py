@@ -34,7 +34,7 @@ def rich_direct_source(server_pool):
 
 def _migrate(source_uri: str, target_uri: str, work) -> dict:
     assert main(["migrate", "--source", source_uri, "--target", target_uri, "--work-dir", str(work),
-                 "--include-deleted-runs", "--quiet"]) == 0
+                 "--quiet"]) == 0
     report = json.loads((work / "report.json").read_text())
     assert report["failures"] == [] and report["validation"]["ok"] is True, report
     return report
