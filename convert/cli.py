@@ -87,15 +87,22 @@ def hf_tarball_command(
 
     Examples:
 
-        mlflow-sync convert hf-tarball s3://bucket/job/output/model.tar.gz --target http://127.0.0.1:5000 -n my-model
+    ```
+    mlflow-sync convert hf-tarball s3://bucket/job/output/model.tar.gz \\
+        --target http://127.0.0.1:5000 -n my-model
 
-        mlflow-sync convert hf-tarball --model-package-arn arn:aws:sagemaker:us-east-1:123456789012:model-package/grp/3 \\
-            --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC -n my-model --verify \\
-            --repack-to s3://bucket/mlflow/my-model/mlflow-model.tar.gz
+    mlflow-sync convert hf-tarball --model-package-arn \\
+        arn:aws:sagemaker:us-east-1:123456789012:model-package/grp/3 \\
+        --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC \\
+        -n my-model --verify \\
+        --repack-to s3://bucket/mlflow/my-model/mlflow-model.tar.gz
 
-        mlflow-sync convert hf-tarball --from-list models.txt --target sqlite:///mlflow.db --state-file convert-state.json
+    mlflow-sync convert hf-tarball --from-list models.txt \\
+        --target sqlite:///mlflow.db --state-file convert-state.json
 
-        mlflow-sync convert hf-tarball --model-package-group grp --target http://127.0.0.1:5000 -n my-model
+    mlflow-sync convert hf-tarball --model-package-group grp \\
+        --target http://127.0.0.1:5000 -n my-model
+    ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
@@ -215,12 +222,20 @@ def pipeline_command(
 
     Examples:
 
-        mlflow-sync convert pipeline --image-uri 123456789012.dkr.ecr.us-east-1.amazonaws.com/mlflow-sync-convert:0.1.0 \\
-            --role arn:aws:iam::123456789012:role/pipeline --region us-east-1 > pipeline.json
+    ```
+    ECR=123456789012.dkr.ecr.us-east-1.amazonaws.com
+    APP=arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC
 
-        mlflow-sync convert pipeline --image-uri 123456789012.dkr.ecr.us-east-1.amazonaws.com/mlflow-sync-convert:0.1.0 \\
-            --role arn:aws:iam::123456789012:role/pipeline --verify --upsert \\
-            --default MLflowTrackingArn=arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC
+    mlflow-sync convert pipeline \\
+        --image-uri $ECR/mlflow-sync-convert:0.1.0 \\
+        --role arn:aws:iam::123456789012:role/pipeline --region us-east-1 \\
+        > pipeline.json
+
+    mlflow-sync convert pipeline \\
+        --image-uri $ECR/mlflow-sync-convert:0.1.0 \\
+        --role arn:aws:iam::123456789012:role/pipeline --verify --upsert \\
+        --default MLflowTrackingArn=$APP
+    ```
     """
     from mlflow_sync.convert.pipeline import PipelineSpec, pipeline_definition, upsert_pipeline
     from mlflow_sync.convert.files import write_json_atomic

@@ -71,15 +71,22 @@ def validate_command(
 
     Examples:
 
-        mlflow-sync validate -s http://old:5000 -t arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC
+    ```
+    mlflow-sync validate -s http://old:5000 \\
+        -t arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC
 
-        mlflow-sync validate -s http://old:5000 -t http://new:5000 --metric-history --checksum --html report.html
+    mlflow-sync validate -s http://old:5000 -t http://new:5000 \\
+        --metric-history --checksum --html report.html
 
-        mlflow-sync validate -s http://a:5000 -t http://b:5000 --one-way --combined objects.txt --junit junit.xml
+    mlflow-sync validate -s http://a:5000 -t http://b:5000 --one-way \\
+        --combined objects.txt --junit junit.xml
 
-        mlflow-sync validate -s http://old:5000 -t ./export --checksum
+    mlflow-sync validate -s http://old:5000 -t ./export --checksum
 
-        mlflow-sync validate -s s3://dr-bucket/mlflow-snapshots#20250101T020000Z -t http://restored:5000
+    mlflow-sync validate \\
+        -s s3://dr-bucket/mlflow-snapshots#20250101T020000Z \\
+        -t http://restored:5000
+    ```
     """
     from mlflow_sync import output
     from mlflow_sync.config import load_profile
