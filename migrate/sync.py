@@ -41,7 +41,8 @@ STALE = "changed on the source"
 
 
 def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool = False, workers: int = 8,
-         break_lock: bool = False, overlap_minutes: float = DEFAULT_SYNC_OVERLAP_MINUTES) -> dict:
+         break_lock: bool = False, overlap_minutes: float = DEFAULT_SYNC_OVERLAP_MINUTES,
+         skip_kinds: frozenset[str] = frozenset()) -> dict:
     """Run one sync cycle; returns its report (also written to ``sync-report.json``).
 
     ``overlap_minutes``: how far before the previous cycle's start this one looks for runs (clients
@@ -59,7 +60,7 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
             if layout.root.exists():
                 shutil.rmtree(layout.root)  # a crashed cycle's delta: this cycle's window covers it again
             finder = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
-                                  overlap_ms=overlap_ms)
+                                  overlap_ms=overlap_ms, carry_deleted_runs="deleted_runs" not in skip_kinds)
             delta = finder.find_and_export()
             outcome = _apply(delta, target, layout, journal, mirror_deletes=mirror_deletes, workers=workers)
             journal.write_id_map(work_dir)

@@ -143,8 +143,9 @@ class ChangeFinder:
     """Reads the source's changes since ``state`` and writes them as an export into ``layout``."""
 
     def __init__(self, source: Server, layout: ExportLayout, journal: Journal, state: SyncState, *,
-                 mirror_deletes: bool, workers: int, overlap_ms: int):
+                 mirror_deletes: bool, workers: int, overlap_ms: int, carry_deleted_runs: bool = True):
         self.source = source
+        self.carry_deleted_runs = carry_deleted_runs  # deleted runs are copied (as deleted), as snapshots do
         self.client = source.client
         self.layout = layout
         self.journal = journal
@@ -208,8 +209,9 @@ class ChangeFinder:
     def _search_runs(self, experiment_ids: list[str], filter_string: str, view=None):
         from mlflow.entities import ViewType
 
+        default = ViewType.ALL if self.carry_deleted_runs else ViewType.ACTIVE_ONLY
         return paged(lambda t: self.client.search_runs(
-            experiment_ids, filter_string=filter_string, run_view_type=view or ViewType.ACTIVE_ONLY,
+            experiment_ids, filter_string=filter_string, run_view_type=view or default,
             max_results=1000, page_token=t))
 
     def _runs(self, experiment_ids: list[str]) -> None:
@@ -257,7 +259,7 @@ class ChangeFinder:
             elif run.info.lifecycle_stage == "active":
                 self.delta.settled_runs[run_id] = max(run.info.start_time or 0, run.info.end_time or 0)
             if not self.journal.is_done("run", run_id):
-                if run.info.lifecycle_stage == "active":
+                if run.info.lifecycle_stage == "active" or self.carry_deleted_runs:
                     self.delta.new_runs.append(run)
             elif self.state.run_fingerprints.get(run_id) != fp:
                 self.delta.changed_runs.append(run)

@@ -15,6 +15,7 @@ from mlflow_sync.options import (
     JsonOpt,
     MaxRpsOpt,
     QuietOpt,
+    SkipKindOpt,
     SourceOpt,
     SyncOverlapOpt,
     TargetOpt,
@@ -55,6 +56,7 @@ def sync_command(
     break_lock: Annotated[bool, typer.Option("--break-lock", help="Take over a lock left by a sync on another "
                                              "machine that is gone (a dead local process is detected by itself).")] = False,
     overlap_minutes: SyncOverlapOpt = None,
+    skip_kind: SkipKindOpt = None,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     config: ConfigOpt = None,
@@ -89,7 +91,8 @@ def sync_command(
             connect_side(profile, "target", target, max_rps=max_rps) as target_server:
         report = sync(source_server, target_server, work_dir, mirror_deletes=delete,
                       workers=workers or profile.workers, break_lock=break_lock,
-                      overlap_minutes=profile.sync.overlap_minutes if overlap_minutes is None else overlap_minutes)
+                      overlap_minutes=profile.sync.overlap_minutes if overlap_minutes is None else overlap_minutes,
+                      skip_kinds=profile.skipped(skip_kind))
     _show("sync complete", {k: report[k] for k in ("cycle", "changes", "imported", "seconds")})
 
 

@@ -222,11 +222,13 @@ def test_sync_of_every_object_kind_validates_clean_and_follows_new_traces_prompt
     build_rich_source(source, runs_per_experiment=1)
     args = ["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(tmp_path / "w"),
             "--quiet"]
-    # sync copies active runs only: the run deleted before the first sync is not on the target
-    validate = ["validate", "--source", source_server.url, "--target", target_server.url, "--one-way", "--quiet",
-                "--ignore", "experiments/evaluation/runs/deleted run*"]
+    # deleted runs are carried (as deleted), also one deleted before the first sync (issue 11)
+    validate = ["validate", "--source", source_server.url, "--target", target_server.url, "--one-way", "--quiet"]
     assert main(args) == 0
     assert main(validate) == 0
+    deleted = [r for r in _target_runs(connect(target_server.url, role="target").client).values()
+               if r[0].info.lifecycle_stage == "deleted"]
+    assert len(deleted) == 1
 
     client = source.client
     experiment_id = client.get_experiment_by_name("evaluation").experiment_id
