@@ -71,6 +71,7 @@ class Exporter:
         self.progress = progress
         self._history_reader = HistoryReader(source)
         self._selected_runs: set[str] = set()
+        self.notes: list[str] = []  # what the export carries other than the source has it, for the report
         self._model_inputs_possible = False
 
     # -- entry point ---------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Exporter:
                 "skip_kinds": sorted(self.filters.skip_kinds),
             },
             inventory=inventory,
+            notes=self.notes,
         )
 
     def plan(self) -> dict:
@@ -228,6 +230,7 @@ class Exporter:
             counts["evaluation_datasets"] = len(datasets)
             counts["evaluation_dataset_records"] = sum(len(d["records"]) for d in datasets)
         counts["metric_points"] = self.outcome.done.get("metric_points", 0) or None
+        counts["traces_without_spans"] = self.outcome.done.get("traces_without_spans", 0) or None
         counts = {k: v for k, v in counts.items() if v is not None}
         return counts
 
@@ -398,6 +401,9 @@ class Exporter:
             if not trace.data.spans:
                 log.warning("trace %s of experiment %r has no spans on the source; exported without spans",
                             trace_id, experiment.name)
+                self.outcome.count("traces_without_spans")
+                self.notes.append(f"trace {trace_id} (experiment {experiment.name!r}) exported without spans: the "
+                                  "source server holds none for it")
             write_record(self.layout.trace_file(experiment.experiment_id, trace_id), record)
             self.outcome.count("traces")
 

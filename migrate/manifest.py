@@ -43,7 +43,7 @@ def client_versions() -> dict:
 
 
 def build_manifest(layout: ExportLayout, *, source: dict, counts: dict, options: dict,
-                   inventory: dict | None = None) -> dict:
+                   inventory: dict | None = None, notes: list[str] | None = None) -> dict:
     """Hash every file of the export and write ``manifest.json``; returns it."""
     files = {}
     total = 0
@@ -60,6 +60,7 @@ def build_manifest(layout: ExportLayout, *, source: dict, counts: dict, options:
         "options": options,
         "counts": counts,
         **({"inventory": inventory} if inventory is not None else {}),
+        **({"notes": notes} if notes else {}),
         "total_bytes": total,
         "files": files,
     }

@@ -36,6 +36,7 @@ class MigrateResult:
     seconds: float = 0.0
     requests: dict = field(default_factory=dict)
     id_map: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # carried, but not as the source has it (from the export)
     inventory: dict = field(default_factory=dict)
     validation: dict | None = None
 
@@ -111,7 +112,7 @@ def import_export(target: Server, source_location: str, work_dir: Path, *, optio
         action="import", work_dir=str(work_dir), counts={"imported": dict(outcome.done),
                                                           "already_there": dict(outcome.skipped)},
         failures=outcome.as_dict()["failures"], seconds=round(time.monotonic() - started, 2),
-        requests=target.requests_by_endpoint(), id_map=[str(p) for p in id_map],
+        requests=target.requests_by_endpoint(), id_map=[str(p) for p in id_map], notes=manifest.get("notes", []),
         inventory={"source": (manifest.get("inventory") or {}).get("source"), "target_before": before.as_dict(),
                    "target_after": after.as_dict(), "short": short},
     )

@@ -1,8 +1,16 @@
-"""Traces (MLflow 3): trace info, spans and assessments, keeping the source trace id.
+"""Traces: trace info, spans and assessments, keeping the source trace id.
 
 A trace keeps its id on the target (trace ids are globally unique), so a re-run finds it with
-one ``get-trace-info``; spans are logged with the trace's own span ids, and an assessment is
-logged only if the target trace does not already hold the same one (name, source, value).
+one ``get-trace-info``; an assessment is logged only if the target trace does not already hold
+the same one (name, source, value).
+
+Where the spans go depends on where the source keeps them. A trace whose spans live in the
+tracking store (MLflow 3 with the spans table) gets them logged as spans: the server files them
+under the id it derives from the spans, which is that trace's id. A trace whose spans are a
+file in the artifact store (every MLflow 2.x trace, whose id is a bare hex request id, and
+MLflow 3 traces written before the spans table) would land under a *new* id that way, apart from
+its info: it is created from its info first, then its span file is written to the artifact
+location the target gives it, as the clients of those versions did.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import logging
 log = logging.getLogger(__name__)
 
 DROPPED_TRACE_TAGS = ("mlflow.artifactLocation",)  # the target assigns its own
+SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
+SPANS_IN_TRACKING_STORE = "TRACKING_STORE"
 SOURCE_RUN_KEY = "mlflow.sourceRun"
 TRACE_ID_TAG = "mlflow_exim.trace_info.trace_id"
 
@@ -44,6 +54,10 @@ def import_trace(importer, record: dict) -> str:
     if metadata.get(SOURCE_RUN_KEY):
         metadata[SOURCE_RUN_KEY] = importer.journal.target("run", metadata[SOURCE_RUN_KEY]) or metadata[SOURCE_RUN_KEY]
     trace_id = info_dict["trace_id"]
+    spans = [Span.from_dict(span) for span in (record.get("data") or {}).get("spans", [])]
+    in_store = info_dict["tags"].get(SPANS_LOCATION_TAG) == SPANS_IN_TRACKING_STORE
+    if not in_store:
+        info_dict["tags"].pop(SPANS_LOCATION_TAG, None)  # the target decides where the file lives
     try:
         existing = tracing.get_trace_info(trace_id)
     except MlflowException as exc:
@@ -51,14 +65,18 @@ def import_trace(importer, record: dict) -> str:
             raise
         existing = None
     if existing is None:
-        # Spans first: the store derives a trace's time and duration from spans it ingests
-        # unless start_trace() has finalised them, which it does when it comes second.
-        spans = [Span.from_dict(span) for span in (record.get("data") or {}).get("spans", [])]
-        if spans:
-            tracing.log_spans(experiment_id, spans)
         info_dict["assessments"] = assessments  # created with their source ids by start_trace
-        tracing.start_trace(TraceInfo.from_dict(info_dict))
+        if in_store:
+            # Spans first: the store derives a trace's time and duration from spans it ingests
+            # unless start_trace() has finalised them, which it does when it comes second.
+            if spans:
+                tracing.log_spans(experiment_id, spans)
+            tracing.start_trace(TraceInfo.from_dict(info_dict))
+        else:
+            _write_span_file(importer, tracing, tracing.start_trace(TraceInfo.from_dict(info_dict)), spans)
         return trace_id
+    if not in_store and spans:
+        _write_span_file(importer, tracing, existing, spans)  # killed before the file was written
     if TRACE_ID_TAG not in (existing.tags or {}) and importer.options.source_tags:
         # killed between logging the spans and start_trace(): it merges into the existing row
         info_dict["assessments"] = [a for a in assessments if _assessment_key(a) not in
@@ -70,3 +88,16 @@ def import_trace(importer, record: dict) -> str:
         if _assessment_key(assessment) not in present:
             tracing.log_assessment(trace_id, Assessment.from_dictionary(assessment))
     return trace_id
+
+
+def _write_span_file(importer, tracing, target_info, spans: list) -> None:
+    """The trace's span file, at the artifact location the target gave the trace. A proxied
+    ``mlflow-artifacts:`` location resolves through MLflow's *global* tracking URI, hence activate()."""
+    from mlflow.entities import TraceData
+
+    if not spans:
+        return
+    if "mlflow.artifactLocation" not in (target_info.tags or {}):
+        target_info = tracing.get_trace_info(target_info.trace_id)
+    with importer.target.activate():
+        tracing._upload_trace_data(target_info, TraceData(spans=spans))

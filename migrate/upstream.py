@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HTTP_TESTS = "tests/migrate/test_migrate_http.py"
+INV = "tests/migrate/test_inventory.py"
 RICH_TEST = f"{HTTP_TESTS}::test_migrate_rich_source_then_rerun_imports_nothing_twice"
 
 
@@ -167,5 +168,45 @@ DEFECTS: tuple[Defect, ...] = (
         "unsigned client is used.",
         "mlflow_sync.connection:connect",
         "tests/migrate/test_migrate_pairs.py::test_arn_tracking_server_to_arn_mlflow_app",
+    ),
+    Defect(
+        "registry-hidden-from-3x-client",
+        "The MLflow 3.x client's search_registered_models() adds a prompt-exclusion filter that a 2.x "
+        "server answers with an empty page: through it, a 2.x server's whole registry (models, versions, "
+        "stages, aliases) is invisible, to an exporter and a validator alike; and a 3.x server leaves "
+        "prompts out of every unfiltered registry listing.",
+        "Registry reads go through the registry store with no filter of the client's (prompts with the one "
+        "filter that asks for them); every job also counts the registry with plain REST, models behind "
+        "the version listing included, and names any shortfall.",
+        "mlflow_sync.registry:registered_models",
+        f"{INV}::test_an_emptied_registry_listing_fails_the_migration_naming_registered_models",
+    ),
+    Defect(
+        "artifact-traces-new-id",
+        "Logging an MLflow 2.x trace's spans (or an MLflow 3 trace whose spans are a file in the artifact "
+        "store) to an MLflow 3 server files them under a new trace id (tr-<OpenTelemetry id>), apart from "
+        "the trace's info, which keeps the source id with 0 spans.",
+        "Such a trace is created from its info with its own id, then its span file is written to the "
+        "artifact location the target gives it; spans of traces kept in the tracking store are logged as "
+        "spans, as before.",
+        "mlflow_sync.migrate.traces:import_trace",
+        "tests/test_version_matrix.py::test_every_source_version_migrates_completely",
+    ),
+    Defect(
+        "trace-span-file-missing",
+        "A trace whose span file never reached the artifact store (an old client with a current "
+        "OpenTelemetry) is answered with HTTP 500 every time; clients retry it for minutes per trace.",
+        "A 500 to a span-file download is final (one attempt); the trace is exported as the server "
+        "has it and the report's notes name it.",
+        "mlflow_sync.budget:is_trace_span_download",
+        "tests/migrate/test_upstream_defects.py::test_model_inputs_and_spanless_traces_arrive",
+    ),
+    Defect(
+        "model-versions-tag-rewritten",
+        "Creating a model version makes the server rewrite the logged model's mlflow.modelVersions tag "
+        "with its own single entry, where the source may hold one entry per registration path.",
+        "After the registry is imported, the source's value is set again, exactly.",
+        "mlflow_sync.migrate.importer:Importer._restore_model_versions_tag",
+        f"{INV}::test_a_second_migrate_with_a_new_work_dir_creates_nothing_and_carries_deleted_runs_by_default",
     ),
 )

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 import tenacity
@@ -36,8 +37,19 @@ TRANSIENT_DATABASE_ERRORS = (
 )
 
 
+def is_trace_span_download(response: requests.Response) -> bool:
+    """Is this the download of a trace's span file? A 500 there means the file is not in the artifact
+    store (upstream defect "trace-span-file-missing"), which no retry changes."""
+    request = getattr(response, "request", None)
+    path = urlsplit(getattr(request, "url", None) or "").path
+    return getattr(request, "method", None) == "GET" and (
+        path.endswith("/get-trace-artifact") or (path.endswith("/traces.json") and "/mlflow-artifacts/" in path))
+
+
 def is_transient(response: requests.Response) -> bool:
     """A response worth retrying: 408, 429, 5xx, or MLflow's 400 for a busy database."""
+    if response.status_code == 500 and is_trace_span_download(response):
+        return False
     if response.status_code in RETRYABLE_STATUS:
         return True
     return response.status_code == 400 and any(marker in response.text for marker in TRANSIENT_DATABASE_ERRORS)

@@ -79,7 +79,11 @@ def info_command(
         table.add_row("MLflow", result["mlflow_version"] or "unknown (no /version endpoint)")
         for name, present in result["capabilities"].items():
             table.add_row(name.replace("_", " "), "yes" if present else "no")
-        table.add_row("experiments", str(result["experiments"]))
+        inventory = result["inventory"]
+        for kind, count in inventory["counts"].items():
+            table.add_row(kind.replace("_", " "), str(count))
+        if inventory["unsupported"]:
+            table.add_row("cannot hold", ", ".join(kind.replace("_", " ") for kind in inventory["unsupported"]))
         console.print(table)
 
     output.emit(result, human)

@@ -27,6 +27,7 @@ DEFAULT_IGNORED_TAGS = (
     "mlflow.sourceRun",       # trace metadata, compared as the mapped linked run
     "mlflow.trace.sizeStats",  # trace metadata the server computes on ingest
     "mlflow.trace.sizeBytes",
+    "mlflow.trace.infoFinalized",  # trace metadata an MLflow 3 server adds when a trace is created
     "mlflow.traceRequestId",  # span attribute holding the trace's own (new) id
     "mlflow.experimentId",    # span attribute holding the server-local experiment id
     "_mlflow_experiment_ids",  # prompt tag holding server-local experiment ids
