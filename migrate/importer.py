@@ -109,7 +109,7 @@ class Importer:
         for path in self.layout.prompt_files() if self.options.carries("prompts") else []:
             record = read_json(path)
             self.outcome.attempt("prompt", record["name"], record["name"], lambda r=record: self._import_prompt(r))
-        if capabilities.traces and self.options.carries("traces"):
+        if capabilities.writes_traces and self.options.carries("traces"):
             for experiment in experiments:
                 for path in self.layout.trace_files(experiment["experiment_id"]):
                     record = read_json(path)
@@ -121,7 +121,7 @@ class Importer:
     def _refuse_kinds_the_target_cannot_hold(self, capabilities, counts: dict) -> None:
         """An older target (or a service that disables a kind) gets what it can hold, but only when the
         user says so: otherwise nothing is written and the kinds are named."""
-        held = {"logged_models": capabilities.logged_models, "traces": capabilities.traces,
+        held = {"logged_models": capabilities.logged_models, "traces": capabilities.writes_traces,
                 "prompts": capabilities.prompts, "evaluation_datasets": capabilities.evaluation_datasets}
         refused = [kind for kind, can_hold in held.items()
                    if not can_hold and counts.get(kind) and self.options.carries(kind)]
@@ -555,9 +555,19 @@ class Importer:
             target_version = self.journal.target("prompt_version", f"{name}/{version}")
             if target_version:
                 self.client.set_prompt_alias(name, alias, int(target_version))
+        held = self.client.get_prompt(name).tags if any(self._carried_prompt_tags(record)) else {}
+        for key, value in self._carried_prompt_tags(record).items():
+            if held.get(key) != value:
+                self.client.set_prompt_tag(name, key, value)
         self.journal.record("prompt", name, name, DONE)
         self.outcome.count("prompts")
         return True
+
+    @staticmethod
+    def _carried_prompt_tags(record: dict) -> dict[str, str]:
+        """The prompt's own tags (its versions carry theirs); MLflow's internal ones are its to write."""
+        return {k: v for k, v in record["tags"].items()
+                if not k.startswith(("mlflow.prompt.", "_mlflow")) and k not in DROPPED_TAGS}
 
     # -- traces ----------------------------------------------------------------------------------
 

@@ -55,7 +55,8 @@ def import_trace(importer, record: dict) -> str:
         metadata[SOURCE_RUN_KEY] = importer.journal.target("run", metadata[SOURCE_RUN_KEY]) or metadata[SOURCE_RUN_KEY]
     trace_id = info_dict["trace_id"]
     spans = [Span.from_dict(span) for span in (record.get("data") or {}).get("spans", [])]
-    in_store = info_dict["tags"].get(SPANS_LOCATION_TAG) == SPANS_IN_TRACKING_STORE
+    in_store = (info_dict["tags"].get(SPANS_LOCATION_TAG) == SPANS_IN_TRACKING_STORE
+                and importer.target.capabilities().ingests_spans)
     if not in_store:
         info_dict["tags"].pop(SPANS_LOCATION_TAG, None)  # the target decides where the file lives
     try:

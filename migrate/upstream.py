@@ -128,7 +128,8 @@ DEFECTS: tuple[Defect, ...] = (
     Defect(
         "deleted-runs-skipped",
         "Deleted runs are skipped by default, with nothing in the report.",
-        "--include-deleted-runs exports them; they are imported, then deleted on the target.",
+        "Deleted runs are carried by default (migrate, export, sync, snapshots): imported, then deleted on "
+        "the target; --skip-kind deleted-runs leaves them out on purpose and the validation then ignores them.",
         "mlflow_sync.migrate.importer:Importer._fill_run",
         RICH_TEST,
     ),

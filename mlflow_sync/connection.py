@@ -109,12 +109,24 @@ class Capabilities:
     prompts: bool
     evaluation_datasets: bool
 
-    @property
-    def major(self) -> int | None:
+    def at_least(self, *version: int) -> bool:
+        """Does the server run this MLflow version or a later one? An unknown version is assumed new."""
         try:
-            return int(self.version.split(".")[0]) if self.version else None
-        except ValueError:
-            return None
+            return tuple(int(part) for part in self.version.split(".")[:len(version)]) >= version
+        except (AttributeError, ValueError):
+            return True
+
+    @property
+    def writes_traces(self) -> bool:
+        """Can this client create traces here? A 2.x server's traces can be read, not written: creating
+        one takes MLflow 3's routes."""
+        return self.traces and self.at_least(3)
+
+    @property
+    def ingests_spans(self) -> bool:
+        """Does the server take spans as such (the OpenTelemetry route, MLflow 3.4 and later)? Before,
+        a trace's spans are a file in its artifact location."""
+        return self.at_least(3, 4)
 
 
 @contextmanager

@@ -119,6 +119,10 @@ class _NotHeld(Exception):
     """The server has no such route: it cannot hold this kind."""
 
 
+class _BadRequest(SyncError):
+    """The server has the route but not the parameters this request used."""
+
+
 class _RestCounter:
     def __init__(self, server, version: str | None, uncarried_kinds: bool):
         self.server = server
@@ -181,8 +185,9 @@ class _RestCounter:
             code = _error_code(response)
             if code in ("FEATURE_DISABLED", "ENDPOINT_NOT_FOUND"):
                 raise _NotHeld(endpoint)
-            raise SyncError(f"cannot count {endpoint} on {self.server.display}: HTTP {response.status_code} "
-                            f"{code or response.text[:120]}")
+            failure = _BadRequest if code == "INVALID_PARAMETER_VALUE" else SyncError
+            raise failure(f"cannot count {endpoint} on {self.server.display}: HTTP {response.status_code} "
+                          f"{code or response.text[:120]}")
         try:
             return response.json()
         except ValueError:  # an HTML page: a server (or front door) without this route
@@ -267,11 +272,12 @@ class _RestCounter:
         return sum(1 for name in names if name != "default")
 
     def _scorers(self, experiment_ids: list[str]) -> int:
-        total = 0
-        for chunk in _chunks(experiment_ids) or [[]]:
-            total += len(self._call("GET", "/api/3.0/mlflow/scorers/list", {"experiment_ids": chunk})
-                         .get("scorers") or [])
-        return total
+        try:
+            return sum(len(self._call("GET", "/api/3.0/mlflow/scorers/list", {"experiment_ids": chunk})
+                           .get("scorers") or []) for chunk in _chunks(experiment_ids) or [[]])
+        except _BadRequest:  # before 3.5 or so: one experiment per request
+            return sum(len(self._call("GET", "/api/3.0/mlflow/scorers/list", {"experiment_id": experiment_id})
+                           .get("scorers") or []) for experiment_id in experiment_ids)
 
     def _per_experiment(self, experiment_ids: list[str], endpoint: str, key: str, method: str = "GET",
                         keep=None) -> int:
