@@ -68,7 +68,7 @@ def hf_tarball_command(
     max_extracted_gb: Annotated[float, typer.Option("--max-extracted-gb", min=0.000001, help="Refuse tarballs that "
                                                     "expand to more than this (decompression bombs).")] = 200.0,
     workdir: Annotated[
-        Optional[Path], typer.Option("--workdir", help="Where to download and extract (needs ~2x the checkpoint size).",
+        Optional[Path], typer.Option("--work-dir", "-w", help="Where to download and extract (needs ~2x the checkpoint size).",
                                      show_default=False)
     ] = None,
     target: TargetOpt = None,

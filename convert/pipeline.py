@@ -119,7 +119,7 @@ def build_pipeline(spec: PipelineSpec):
         if parameter.flag:
             arguments.append(parameter.flag)
         arguments.append(parameters[parameter.name])
-    arguments += ["--workdir", JOB_WORKDIR]
+    arguments += ["--work-dir", JOB_WORKDIR]
     if spec.verify:
         arguments.append("--verify")
     processor = Processor(

@@ -10,6 +10,7 @@ import typer
 
 from mlflow_sync import output
 from mlflow_sync.errors import UsageError
+from mlflow_sync.state import work_dir_for
 from mlflow_sync.options import (
     ConfigOpt,
     DryRunOpt,
@@ -32,7 +33,8 @@ SinceOpt = Annotated[Optional[str], typer.Option(
 UntilOpt = Annotated[Optional[str], typer.Option(
     "--until", help="Only runs started before this time (ISO 8601).", show_default=False)]
 WorkDirOpt = Annotated[Optional[Path], typer.Option(
-    "--work-dir", "-w", help="Journal, ID map and report live here; run again with the same one to resume.",
+    "--work-dir", "-w", help="Journal, ID map and report live here; run again with the same one to resume. "
+    "Default: a directory of this source/target pair under $MLFLOW_SYNC_HOME (printed), reused next time.",
     show_default=False)]
 NoSourceTagsOpt = Annotated[bool, typer.Option(
     "--no-source-tags", help="Do not write the mlflow_exim.* tags recording source times, users and fields "
@@ -188,11 +190,10 @@ def import_command(
         result = service.import_plan(from_, work_dir)
         output.emit(result, _show_counts("import plan (nothing written)", result))
         return
-    if work_dir is None:
-        raise UsageError("pass --work-dir: the import journal lives there (use the same one to resume)")
     options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers,
                               profile.skipped(skip_kind))
     with connect_side(profile, "target", target, max_rps=max_rps) as server:
+        work_dir = work_dir_for("import", work_dir, from_, server.display)
         result = service.import_export(server, from_, work_dir, options=options).as_dict()
     output.emit(result, _show_counts("import complete", {k: result[k] for k in ("counts", "seconds", "id_map")}))
 
@@ -245,12 +246,11 @@ def migrate_command(
             result = service.export_plan(server, filters)
         output.emit(result, _show_counts("migration plan (nothing written)", result))
         return
-    if work_dir is None:
-        raise UsageError("pass --work-dir: the export, journal and reports live there (reuse it to resume)")
     options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers,
                               profile.skipped(skip_kind))
     with connect_side(profile, "source", source, max_rps=max_rps) as src, \
             connect_side(profile, "target", target, max_rps=max_rps) as dst:
+        work_dir = work_dir_for("migrate", work_dir, src.display, dst.display)
         result = service.migrate(src, dst, work_dir, filters=filters, options=options,
                                  validate=not no_validate).as_dict()
     output.emit(result, _show_counts("migration complete", {

@@ -22,9 +22,11 @@ from mlflow_sync.options import (
     VerboseOpt,
     WorkersOpt,
 )
+from mlflow_sync.state import work_dir_for
 
 SyncWorkDirOpt = Annotated[Optional[Path], typer.Option(
-    "--work-dir", "-w", help="Sync state, lock, journal and ID map live here: use the same one every time.",
+    "--work-dir", "-w", help="Sync state, lock, journal and ID map live here: use the same one every time. "
+    "Default: a directory of this source/target pair under $MLFLOW_SYNC_HOME (printed), reused next time.",
     show_default=False)]
 SnapshotsOpt = Annotated[Optional[str], typer.Option(
     "--from", help="Snapshot location: directory or s3://bucket/prefix.", show_default=False)]
@@ -86,9 +88,9 @@ def sync_command(
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
-    _require(work_dir, "pass --work-dir: the sync state lives there (use the same one on every run)")
     with connect_side(profile, "source", source, max_rps=max_rps) as source_server, \
             connect_side(profile, "target", target, max_rps=max_rps) as target_server:
+        work_dir = work_dir_for("sync", work_dir, source_server.display, target_server.display)
         report = sync(source_server, target_server, work_dir, mirror_deletes=delete,
                       workers=workers or profile.workers, break_lock=break_lock,
                       overlap_minutes=profile.sync.overlap_minutes if overlap_minutes is None else overlap_minutes,
@@ -251,9 +253,10 @@ def snapshot_restore(
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
     _require(location, "pass --from DIR or --from s3://bucket/prefix")
-    _require(work_dir, "pass --work-dir: the rebuilt export and the restore journal live there")
     with connect_side(profile, "target", target, max_rps=max_rps) as server, \
-            (connect(validate_against, role="source") if validate_against else nullcontext()) as reference:
+            (connect(validate_against, role="source", max_rps=max_rps if max_rps is not None else
+                     profile.source.max_rps, retry=profile.retry) if validate_against else nullcontext()) as reference:
+        work_dir = work_dir_for("restore", work_dir, location, server.display)
         summary = restore_snapshot(location, server, work_dir, snapshot_id=snapshot, force=force,
                                    workers=workers or profile.workers, validate_against=reference)
     _show(f"snapshot {summary['snapshot']} restored", summary)

@@ -183,7 +183,7 @@ def measure_size(size_gb: float, work: Path, moto: MotoServer, server: MlflowSer
     for variant, extra in (("convert", []), ("convert_repack", ["--repack-to",
                                                                 f"s3://{DEFAULT_BUCKET}/bench/{label}/mlflow-model.tar.gz"])):
         measured = run_measured([cli, "convert", "hf-tarball", source, "--target", server.url, "-n", f"bench-{label}",
-                                 "--workdir", str(scratch), "--json", *extra], env, work)
+                                 "--work-dir", str(scratch), "--json", *extra], env, work)
         report = json.loads(measured.pop("stdout"))
         result[variant] = {**measured, "version": report["version"], "task": report["task"]}
     _empty_bucket(s3)  # moto keeps objects in memory
@@ -231,7 +231,7 @@ model.safetensors, plus the tokenizer files and SageMaker extras, tarred at the 
 (gzip level 1) and put in moto S3. Baseline (one process): boto3 download + extract + upload of the
 extracted files (the same bytes the converter logs), then + tar.gz of them + upload (the same bytes
 as --repack-to). Convert: `mlflow-sync convert hf-tarball s3://... --target http://... -n NAME
---workdir DIR --json [--repack-to s3://.../mlflow-model.tar.gz]`, a new process each.
+--work-dir DIR --json [--repack-to s3://.../mlflow-model.tar.gz]`, a new process each.
 Peak RSS: ru_maxrss of that process (wait4).
 
 | weights | baseline: no repack / with repack | convert (vs baseline) | convert --repack-to (vs baseline) | baseline RSS | convert RSS | convert --repack-to RSS |

@@ -86,7 +86,7 @@ def test_definition_is_built_offline_with_the_seed_parameters_and_the_converter_
         "--task", "<HFTask>",
         "--repack-to", "<MlflowModelTarS3Uri>",
         "--model-package-arn", "<SourceModelPackageArn>",
-        "--workdir", JOB_WORKDIR,
+        "--work-dir", JOB_WORKDIR,
         "--verify",
     ]
 

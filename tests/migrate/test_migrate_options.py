@@ -161,3 +161,20 @@ def _s3_text(uri: str) -> str:
 
     location = s3.parse_s3_uri(uri)
     return s3.client().get_object(Bucket=location.bucket, Key=location.key)["Body"].read().decode()
+
+
+def test_migrate_without_work_dir_keeps_its_state_per_pair_and_resumes_there(small_source, mlflow_server, tmp_path,
+                                                                             monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_SYNC_HOME", str(tmp_path / "home"))
+    target_server = mlflow_server()
+    args = ["migrate", "--source", small_source[0].url, "--target", target_server.url]
+    assert main(args) == 0, capsys.readouterr().err
+    (work,) = (tmp_path / "home" / "migrate").iterdir()
+    assert f"work dir: {work}" in capsys.readouterr().err  # printed at the start
+    assert json.loads((work / "report.json").read_text())["validation"]["ok"] is True
+    imported = json.loads((work / "report.json").read_text())["counts"]["imported"]
+
+    assert main(args) == 0  # the same pair: the same directory, whose journal says it is all there
+    assert list((tmp_path / "home" / "migrate").iterdir()) == [work]
+    rerun = json.loads((work / "report.json").read_text())["counts"]
+    assert rerun["imported"] == {} and rerun["already_there"]["runs"] == imported["runs"]
