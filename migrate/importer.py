@@ -44,6 +44,7 @@ PLACEHOLDER_TAG = "mlflow_sync.placeholder"
 DROPPED_TAGS = ("mlflow_sync.request_id",)  # the source's own transport keys: the target gets new ones
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+PROMPT_EXPERIMENTS_TAG = "_mlflow_experiment_ids"  # ",1,2,": experiments a prompt is linked to
 ENTITIES_PER_BATCH = 1000  # MLflow's log-batch limits
 PARAMS_TAGS_PER_BATCH = 100
 DATASET_RECORDS_PER_UPSERT = 500
@@ -542,6 +543,9 @@ class Importer:
                 continue
             created = existing.get(version["version"])
             if created is None:
+                # MlflowClient.register_prompt links the prompt to the *client's* active experiment (a
+                # thread of its own): on a target that is an arbitrary one. Links are carried instead.
+                self.client._link_prompt_to_experiment = _no_link
                 tags = {k: v for k, v in version["tags"].items() if not k.startswith("mlflow.prompt.")
                         and k not in DROPPED_TAGS}
                 tags[PROMPT_VERSION_TAG] = str(version["version"])
@@ -555,19 +559,25 @@ class Importer:
             target_version = self.journal.target("prompt_version", f"{name}/{version}")
             if target_version:
                 self.client.set_prompt_alias(name, alias, int(target_version))
-        held = self.client.get_prompt(name).tags if any(self._carried_prompt_tags(record)) else {}
-        for key, value in self._carried_prompt_tags(record).items():
+        wanted = self._carried_prompt_tags(record)
+        held = self.client.get_prompt(name).tags if wanted else {}
+        for key, value in wanted.items():
             if held.get(key) != value:
                 self.client.set_prompt_tag(name, key, value)
         self.journal.record("prompt", name, name, DONE)
         self.outcome.count("prompts")
         return True
 
-    @staticmethod
-    def _carried_prompt_tags(record: dict) -> dict[str, str]:
-        """The prompt's own tags (its versions carry theirs); MLflow's internal ones are its to write."""
-        return {k: v for k, v in record["tags"].items()
+    def _carried_prompt_tags(self, record: dict) -> dict[str, str]:
+        """The prompt's own tags (its versions carry theirs), its experiment links mapped to the
+        target's experiment ids; MLflow's other internal tags are its to write."""
+        tags = {k: v for k, v in record["tags"].items()
                 if not k.startswith(("mlflow.prompt.", "_mlflow")) and k not in DROPPED_TAGS}
+        linked = [self.journal.target("experiment", i) for i in record["tags"].get(PROMPT_EXPERIMENTS_TAG, "").split(",")
+                  if i]
+        if any(linked):
+            tags[PROMPT_EXPERIMENTS_TAG] = f",{','.join(e for e in linked if e)},"
+        return tags
 
     # -- traces ----------------------------------------------------------------------------------
 
@@ -671,6 +681,10 @@ class _EvaluationDatasetCreate(CreateGuard):
 
 
 register_guard("POST", "/api/3.0/mlflow/datasets/create", _EvaluationDatasetCreate())
+
+
+def _no_link(*_args, **_kwargs) -> None:
+    return None
 
 
 def _held_inputs_outputs(run) -> tuple[set, set, set]:
