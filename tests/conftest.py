@@ -37,6 +37,11 @@ def pytest_configure(config):
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "true"
     config.addinivalue_line("markers", "slow: end-to-end test that takes long (still runs in CI)")
+    config.addinivalue_line(
+        "markers",
+        "version_matrix: runs servers/clients of other MLflow versions from cached venvs "
+        "(tests/harness/versions.py; the first run builds them, minutes)",
+    )
     logging.getLogger("mlflow.tracking.request_header.registry").addFilter(
         _DropPluginHeaderNoise()
     )
