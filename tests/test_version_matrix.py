@@ -25,8 +25,7 @@ pytestmark = [pytest.mark.version_matrix, pytest.mark.slow]
 SOURCES = (*MATRIX_VERSIONS[:-1], CURRENT, MATRIX_VERSIONS[-1])  # oldest first, 3.18 last
 TARGETS = (CURRENT, "3.18.0")
 PAIRS = [(source, target) for source in SOURCES for target in TARGETS] + [
-    # older targets (a SageMaker tracking server may run them) with sources they can hold
-    ("2.13.2", "2.16.2"), ("2.16.2", "3.0.1"), ("3.0.1", "3.0.1"),
+    ("2.13.2", "2.16.2"),  # an older target (a SageMaker tracking server may run 2.16) with what it can hold
 ]
 
 
@@ -119,6 +118,7 @@ def test_a_2x_server_missing_a_span_file_is_asked_once_and_the_report_names_the_
         assert lost in made["trace_ids"]
         target = servers(CURRENT, "target")
         target.reset()
+        source.counter.reset()  # the fill read its traces back
         work = tmp_path / "work"
         assert main(["migrate", "--source", source.url, "--target", target.url, "--work-dir", str(work),
                      "--quiet"]) == 0, capsys.readouterr().err
