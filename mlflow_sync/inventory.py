@@ -322,12 +322,16 @@ _SQL_COUNTS = {
     "webhooks": "SELECT COUNT(*) FROM webhooks",
     "mcp_servers": "SELECT COUNT(*) FROM mcp_servers",
 }
+_DELETED_VERSION = "Deleted_Internal"
 _PROMPT_NAMES = (f"SELECT name FROM registered_model_tags WHERE key = '{PROMPT_TAG}' AND value = 'true'")
 _SQL_REGISTRY = {
     "registered_models": f"SELECT COUNT(*) FROM registered_models WHERE name NOT IN ({_PROMPT_NAMES})",
-    "model_versions": f"SELECT COUNT(*) FROM model_versions WHERE name NOT IN ({_PROMPT_NAMES})",
+    # a deleted version stays in the table, in a stage of its own, and no route lists it
+    "model_versions": f"SELECT COUNT(*) FROM model_versions WHERE current_stage <> '{_DELETED_VERSION}' "
+                      f"AND name NOT IN ({_PROMPT_NAMES})",
     "prompts": f"SELECT COUNT(*) FROM registered_models WHERE name IN ({_PROMPT_NAMES})",
-    "prompt_versions": f"SELECT COUNT(*) FROM model_versions WHERE name IN ({_PROMPT_NAMES})",
+    "prompt_versions": f"SELECT COUNT(*) FROM model_versions WHERE current_stage <> '{_DELETED_VERSION}' "
+                       f"AND name IN ({_PROMPT_NAMES})",
 }
 _TABLE_OF = {kind: sql.split(" FROM ", 1)[1].split()[0] for kind, sql in {**_SQL_COUNTS, **_SQL_REGISTRY}.items()}
 
