@@ -53,12 +53,6 @@ class ExportFilters:
         return bool(self.experiments or self.models or self.since_ms is not None or self.until_ms is not None)
 
 
-def lacking_kinds(capabilities) -> list[str]:
-    """Object kinds the source server cannot hold (an older MLflow), detected from the server itself."""
-    return [kind for kind in ("logged_models", "traces", "prompts", "evaluation_datasets")
-            if not getattr(capabilities, kind)]
-
-
 class Exporter:
     def __init__(self, source: Server, layout: ExportLayout, *, filters: ExportFilters | None = None, workers: int = 8,
                  progress=None):
@@ -80,7 +74,7 @@ class Exporter:
         """Export everything selected, then write the manifest (with the source's ``inventory``,
         counted before); returns the manifest."""
         capabilities = self.source.capabilities()
-        lacking = lacking_kinds(capabilities)
+        lacking = capabilities.lacking
         if lacking:
             log.warning("the source %s (MLflow %s) has no %s: %s not exported", self.source.display,
                         capabilities.version or "of unknown version", ", ".join(k.replace("_", " ") for k in lacking),
@@ -176,7 +170,7 @@ class Exporter:
         if capabilities.evaluation_datasets:
             counts["evaluation_datasets"] = sum(1 for _ in self._selected_datasets(self._experiments()))
         return {"source": self.source.display, "mlflow_version": capabilities.version, "counts": counts,
-                "bytes": artifact_bytes, "source_lacks": lacking_kinds(capabilities)}
+                "bytes": artifact_bytes, "source_lacks": capabilities.lacking}
 
     def _selected_models(self, prompts: bool) -> list[tuple[str, int]]:
         """(name, number of versions) of the registered models, or prompts, the filters select."""

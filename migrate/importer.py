@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mlflow_sync.connection import Server
 from mlflow_sync.errors import UsageError
+from mlflow_sync.inventory import refusal
 from mlflow_sync.transport import CreateGuard, _json_response, register_guard
 from mlflow_sync.migrate.journal import CREATED, DONE, Journal
 from mlflow_sync.migrate.layout import ExportLayout, decode_float, read_json
@@ -127,10 +128,8 @@ class Importer:
         refused = [kind for kind, can_hold in held.items()
                    if not can_hold and counts.get(kind) and self.options.carries(kind)]
         if refused:
-            what = ", ".join(f"{kind} ({counts[kind]})" for kind in refused)
-            skips = " ".join(f"--skip-kind {kind.replace('_', '-')}" for kind in refused)
             raise UsageError(f"the target {self.target.display} (MLflow {capabilities.version or 'of unknown version'}) "
-                             f"cannot hold {what}: nothing was written; pass {skips} to carry the rest")
+                             f"cannot hold {refusal(refused, counts)}")
 
     def _tick(self) -> None:
         if self.progress:

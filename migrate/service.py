@@ -10,7 +10,14 @@ from pathlib import Path
 from mlflow_sync import output
 from mlflow_sync.connection import Server
 from mlflow_sync.errors import UsageError
-from mlflow_sync.inventory import InventoryMismatch, carried_counts, shortfalls, take_inventory, uncarried
+from mlflow_sync.inventory import (
+    InventoryMismatch,
+    carried_counts,
+    refusal,
+    shortfalls,
+    take_inventory,
+    uncarried,
+)
 from mlflow_sync.migrate.exporter import ExportFilters, Exporter
 from mlflow_sync.migrate.importer import ImportOptions, Importer
 from mlflow_sync.migrate.journal import Journal
@@ -59,9 +66,8 @@ def export(source: Server, to: str, *, filters: ExportFilters, workers: int, sta
     inventory = take_inventory(source)
     refused = uncarried(inventory, filters.skip_kinds)
     if refused:
-        raise UsageError(f"the source {source.display} holds {', '.join(refused)}, which this version of "
-                         f"mlflow-sync does not carry: nothing was written; pass "
-                         f"{' '.join('--skip-kind ' + k.split()[0].replace('_', '-') for k in refused)} to carry the rest")
+        raise UsageError(f"the source {source.display} holds "
+                         f"{refusal(refused, inventory.counts, ', which this version of mlflow-sync does not carry')}")
     location = ExportLocation(to, staging)
     try:
         with output.progress() as bar:
@@ -175,7 +181,7 @@ def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFi
     result.seconds = round(time.monotonic() - started, 2)
     result.requests = {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()}
     if validate:
-        result.validation = validate_target(source, target, work_dir, filtered=_is_filtered(filters),
+        result.validation = validate_target(source, target, work_dir, filtered=filters.selective,
                                             workers=options.workers, skip_kinds=filters.skip_kinds)
     write_json(work_dir / REPORT, result.as_dict())
     if result.validation and not result.validation.get("ok", True):
@@ -184,10 +190,6 @@ def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFi
         raise MismatchError(f"validation found differences: {result.validation['summary']} "
                             f"(report: {result.validation['html']})")
     return result
-
-
-def _is_filtered(filters: ExportFilters) -> bool:
-    return bool(filters.experiments or filters.models or filters.since_ms or filters.until_ms)
 
 
 def validate_target(source: Server, target: Server, work_dir: Path, *, filtered: bool, workers: int,

@@ -139,7 +139,7 @@ DEFECTS: tuple[Defect, ...] = (
         "against a 2.x server stops after the first run of each experiment, exit code 0.",
         "Capabilities come from the server (GET /version and probes of the logged-model and trace "
         "endpoints); the export says which kinds the source lacks.",
-        "mlflow_sync.migrate.exporter:lacking_kinds",
+        "mlflow_sync.connection:Capabilities.lacking",
         "tests/migrate/test_migrate_old_source.py::"
         "test_export_from_a_2x_style_server_gets_every_run_and_names_what_the_source_lacks",
     ),

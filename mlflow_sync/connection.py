@@ -109,6 +109,12 @@ class Capabilities:
     prompts: bool
     evaluation_datasets: bool
 
+    @property
+    def lacking(self) -> list[str]:
+        """The kinds beyond runs and the registry that this server cannot hold (an older MLflow)."""
+        return [kind for kind in ("logged_models", "traces", "prompts", "evaluation_datasets")
+                if not getattr(self, kind)]
+
     def at_least(self, *version: int) -> bool:
         """Does the server run this MLflow version or a later one? An unknown version is assumed new."""
         try:

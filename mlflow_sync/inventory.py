@@ -86,8 +86,15 @@ def take_inventory(server, *, uncarried_kinds: bool = True) -> Inventory:
 
 def uncarried(source: Inventory, skipped: frozenset[str]) -> list[str]:
     """Kinds the source holds that no job of this version carries, minus the skipped ones."""
-    return [f"{kind} ({source.get(kind)})" for kind in UNCARRIED_KINDS
-            if source.get(kind) and kind not in skipped]
+    return [kind for kind in UNCARRIED_KINDS if source.get(kind) and kind not in skipped]
+
+
+def refusal(kinds: list[str], counts: dict[str, int], why: str = "") -> str:
+    """``"webhooks (1), traces (2)<why>: nothing was written; pass --skip-kind webhooks --skip-kind
+    traces to carry the rest"``: the tail of every refusal of kinds a job cannot carry."""
+    named = ", ".join(f"{kind} ({counts.get(kind, 0)})" for kind in kinds)
+    options = " ".join(f"--skip-kind {kind.replace('_', '-')}" for kind in kinds)
+    return f"{named}{why}: nothing was written; pass {options} to carry the rest"
 
 
 def carried_counts(inventory: Inventory, skipped: frozenset[str]) -> dict[str, int]:

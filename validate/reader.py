@@ -91,9 +91,7 @@ class ServerReader:
     @property
     def unsupported_checks(self) -> frozenset[str]:
         """Kinds this server cannot hold (an older MLflow), detected from the server itself."""
-        capabilities = self.server.capabilities()
-        return frozenset(kind for kind in ("logged_models", "traces", "prompts", "evaluation_datasets")
-                         if not getattr(capabilities, kind))
+        return frozenset(self.server.capabilities().lacking)
 
     def requests_by_endpoint(self) -> dict[str, int]:
         return self.server.requests_by_endpoint()
