@@ -16,9 +16,9 @@ from pathlib import Path
 from mlflow_sync import output
 from mlflow_sync.connection import Server, first_line
 from mlflow_sync.convert.converter import ConvertOptions, convert
-from mlflow_sync.convert.files import write_json_atomic
 from mlflow_sync.convert.sources import approved_model_packages
 from mlflow_sync.errors import SyncError, UsageError
+from mlflow_sync.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class StateFile:
 
     def record(self, item: BatchItem, entry: dict) -> None:
         self.models[item.key] = {**entry, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_json_atomic(self.path, {"format": STATE_FORMAT, "models": self.models})
+        write_json(self.path, {"format": STATE_FORMAT, "models": self.models}, indent=2)
 
 
 def run_batch(server: Server, items: list[BatchItem], options: ConvertOptions, state: StateFile) -> dict:

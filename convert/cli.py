@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from mlflow_sync import output
-from mlflow_sync.options import ConfigOpt, JsonOpt, MaxRpsOpt, QuietOpt, TargetOpt, VerboseOpt
+from mlflow_sync.options import ConfigOpt, JsonOpt, MaxRpsOpt, QuietOpt, TargetOpt, VerboseOpt, parse_assignments
 
 convert_app = typer.Typer(
     name="convert",
@@ -28,39 +28,39 @@ def register(app: typer.Typer) -> None:
 @convert_app.command("hf-tarball")
 def hf_tarball_command(
     source: Annotated[
-        Optional[str],
+        str | None,
         typer.Argument(help="s3://.../model.tar.gz, a local tarball or checkpoint directory, or a model package ARN.",
                        show_default=False),
     ] = None,
     registered_model_name: Annotated[
-        Optional[str], typer.Option("--registered-model-name", "-n", help="MLflow registered model to add a version to.",
+        str | None, typer.Option("--registered-model-name", "-n", help="MLflow registered model to add a version to.",
                                     show_default=False)
     ] = None,
     task: Annotated[
-        Optional[str], typer.Option("--task", help="Pipeline task; inferred from config.json's architectures if omitted.",
+        str | None, typer.Option("--task", help="Pipeline task; inferred from config.json's architectures if omitted.",
                                     show_default=False)
     ] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="Experiment for the conversion runs.")] = "hf-tarball-imports",
     model_package_arn: Annotated[
-        Optional[str], typer.Option("--model-package-arn", help="Convert this SageMaker Model Package's ModelDataUrl.",
+        str | None, typer.Option("--model-package-arn", help="Convert this SageMaker Model Package's ModelDataUrl.",
                                     show_default=False)
     ] = None,
     repack_to: Annotated[
-        Optional[str], typer.Option("--repack-to", help="Also upload the MLflow model as s3://.../mlflow-model.tar.gz.",
+        str | None, typer.Option("--repack-to", help="Also upload the MLflow model as s3://.../mlflow-model.tar.gz.",
                                     show_default=False)
     ] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Load the logged model and compare its predictions with "
                                          "transformers.pipeline on the checkpoint; register only if they match.")] = False,
     from_list: Annotated[
-        Optional[Path], typer.Option("--from-list", help="Batch: a file with 'SOURCE [NAME [TASK]]' per line.",
+        Path | None, typer.Option("--from-list", help="Batch: a file with 'SOURCE [NAME [TASK]]' per line.",
                                      show_default=False)
     ] = None,
     model_package_group: Annotated[
-        Optional[str], typer.Option("--model-package-group", help="Batch: every approved version of this Model "
+        str | None, typer.Option("--model-package-group", help="Batch: every approved version of this Model "
                                     "Package Group, as versions of --registered-model-name.", show_default=False)
     ] = None,
     state_file: Annotated[
-        Optional[Path], typer.Option("--state-file", help="Batch progress file (resume by re-running the command). "
+        Path | None, typer.Option("--state-file", help="Batch progress file (resume by re-running the command). "
                                      "Default: convert-state.json in the current directory.", show_default=False)
     ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Generation length fixed in the model "
@@ -68,7 +68,7 @@ def hf_tarball_command(
     max_extracted_gb: Annotated[float, typer.Option("--max-extracted-gb", min=0.000001, help="Refuse tarballs that "
                                                     "expand to more than this (decompression bombs).")] = 200.0,
     workdir: Annotated[
-        Optional[Path], typer.Option("--work-dir", "-w", help="Where to download and extract (needs ~2x the checkpoint size).",
+        Path | None, typer.Option("--work-dir", "-w", help="Where to download and extract (needs ~2x the checkpoint size).",
                                      show_default=False)
     ] = None,
     target: TargetOpt = None,
@@ -173,18 +173,6 @@ def _print_batch(console, report: dict) -> None:
     console.print(f"{counts['registered']} registered, {counts['skipped']} done earlier, {counts['failed']} failed")
 
 
-def _parse_defaults(values: list[str]) -> dict[str, str]:
-    from mlflow_sync.errors import UsageError
-
-    defaults = {}
-    for value in values:
-        name, sep, default = value.partition("=")
-        if not sep:
-            raise UsageError(f"--default {value!r}: expected NAME=VALUE, e.g. HFTask=text-classification")
-        defaults[name.strip()] = default
-    return defaults
-
-
 @convert_app.command("pipeline")
 def pipeline_command(
     image_uri: Annotated[str, typer.Option("--image-uri", help="Processing image built from convert/image/ "
@@ -193,7 +181,7 @@ def pipeline_command(
                                       show_default=False)],
     name: Annotated[str, typer.Option("--name", help="Pipeline name.")] = "HFToMLflowRegistrationPipeline",
     defaults: Annotated[
-        Optional[list[str]], typer.Option("--default", help="NAME=VALUE default of a pipeline parameter "
+        list[str] | None, typer.Option("--default", help="NAME=VALUE default of a pipeline parameter "
                                           "(S3ModelArtifact, MLflowTrackingArn, MLflowExperimentName, "
                                           "MLflowRegisteredModelName, HFTask, MlflowModelTarS3Uri, "
                                           "SourceModelPackageArn); repeatable.", show_default=False)
@@ -204,10 +192,10 @@ def pipeline_command(
     max_runtime_hours: Annotated[int, typer.Option("--max-runtime-hours", min=1, max=120,
                                                    help="Stop the processing job after this long.")] = 24,
     verify: Annotated[bool, typer.Option("--verify", help="Run the converter with --verify.")] = False,
-    region: Annotated[Optional[str], typer.Option("--region", help="AWS region (default: AWS_REGION / profile).",
+    region: Annotated[str | None, typer.Option("--region", help="AWS region (default: AWS_REGION / profile).",
                                                   show_default=False)] = None,
     output_file: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write the definition JSON to this file.",
+        Path | None, typer.Option("--output", "-o", help="Write the definition JSON to this file.",
                                      show_default=False)
     ] = None,
     upsert: Annotated[bool, typer.Option("--upsert", help="Create the pipeline in SageMaker, or update it.")] = False,
@@ -238,19 +226,20 @@ def pipeline_command(
     ```
     """
     from mlflow_sync.convert.pipeline import PipelineSpec, pipeline_definition, upsert_pipeline
-    from mlflow_sync.convert.files import write_json_atomic
+    from mlflow_sync.files import write_json
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     spec = PipelineSpec(image_uri=image_uri, role_arn=role, name=name, region=region, instance_type=instance_type,
                         volume_size_gb=volume_size_gb, max_runtime_hours=max_runtime_hours, verify=verify,
-                        defaults=_parse_defaults(defaults or []))
+                        defaults=parse_assignments(defaults, "--default", "NAME=VALUE, e.g. HFTask=text-classification",
+                                                          empty_value=True))
     if upsert:
         result = upsert_pipeline(spec)
         definition = result.pop("definition")
     else:
         result, definition = None, pipeline_definition(spec)
     if output_file:
-        write_json_atomic(output_file, definition)
+        write_json(output_file, definition, indent=2)
     if result is not None:
         output.emit(result | {"output": str(output_file) if output_file else None},
                     lambda console: console.print(f"{result['action']} pipeline {result['pipeline_arn']}"))

@@ -56,7 +56,7 @@ class _HashingReader:
 
     def drain(self) -> None:
         """Hash what the tar reader left unread (end-of-archive padding)."""
-        while data := self.read(_CHUNK):
+        while self.read(_CHUNK):
             pass
 
 
@@ -188,9 +188,3 @@ def _too_large(tarball: Path, max_bytes: int) -> UnsafeArchive:
     )
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while data := handle.read(_CHUNK):
-            digest.update(data)
-    return digest.hexdigest()

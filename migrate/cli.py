@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from mlflow_sync import output
 from mlflow_sync.errors import UsageError
-from mlflow_sync.state import work_dir_for
 from mlflow_sync.options import (
     ConfigOpt,
     DryRunOpt,
@@ -22,26 +21,28 @@ from mlflow_sync.options import (
     TargetOpt,
     VerboseOpt,
     WorkersOpt,
+    parse_assignments,
 )
+from mlflow_sync.state import work_dir_for
 
-ExperimentsOpt = Annotated[Optional[list[str]], typer.Option(
+ExperimentsOpt = Annotated[list[str] | None, typer.Option(
     "--experiment", "-e", help="Only this experiment (name or id); repeatable.", show_default=False)]
-ModelsOpt = Annotated[Optional[list[str]], typer.Option(
+ModelsOpt = Annotated[list[str] | None, typer.Option(
     "--model", "-m", help="Only this registered model or prompt (name); repeatable.", show_default=False)]
-SinceOpt = Annotated[Optional[str], typer.Option(
+SinceOpt = Annotated[str | None, typer.Option(
     "--since", help="Only runs started at or after this time (ISO 8601, UTC if no zone).", show_default=False)]
-UntilOpt = Annotated[Optional[str], typer.Option(
+UntilOpt = Annotated[str | None, typer.Option(
     "--until", help="Only runs started before this time (ISO 8601).", show_default=False)]
-WorkDirOpt = Annotated[Optional[Path], typer.Option(
+WorkDirOpt = Annotated[Path | None, typer.Option(
     "--work-dir", "-w", help="Journal, ID map and report live here; run again with the same one to resume. "
     "Default: a directory of this source/target pair under $MLFLOW_SYNC_HOME (printed), reused next time.",
     show_default=False)]
 NoSourceTagsOpt = Annotated[bool, typer.Option(
     "--no-source-tags", help="Do not write the mlflow_exim.* tags recording source times, users and fields "
     "(the source-id tag that makes re-runs safe is always written).")]
-RenameExperimentOpt = Annotated[Optional[list[str]], typer.Option(
+RenameExperimentOpt = Annotated[list[str] | None, typer.Option(
     "--rename-experiment", help="OLD=NEW experiment name; repeatable.", show_default=False)]
-RenameModelOpt = Annotated[Optional[list[str]], typer.Option(
+RenameModelOpt = Annotated[list[str] | None, typer.Option(
     "--rename-model", help="OLD=NEW registered model name; repeatable.", show_default=False)]
 
 
@@ -57,16 +58,6 @@ def _millis(value: str | None, option: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _renames(values: list[str] | None, option: str) -> dict[str, str]:
-    renames = {}
-    for value in values or []:
-        old, sep, new = value.partition("=")
-        if not sep or not old or not new:
-            raise UsageError(f"{option} {value!r} must look like OLD=NEW")
-        renames[old] = new
-    return renames
-
-
 def _filters(experiments, models, since, until, skip_kinds: frozenset[str]):
     from mlflow_sync.migrate.exporter import ExportFilters
 
@@ -79,30 +70,14 @@ def _import_options(no_source_tags: bool, rename_experiment, rename_model, worke
     from mlflow_sync.migrate.importer import ImportOptions
 
     return ImportOptions(source_tags=not no_source_tags,
-                         experiment_renames=_renames(rename_experiment, "--rename-experiment"),
-                         model_renames=_renames(rename_model, "--rename-model"), workers=workers,
+                         experiment_renames=parse_assignments(rename_experiment, "--rename-experiment", "OLD=NEW"),
+                         model_renames=parse_assignments(rename_model, "--rename-model", "OLD=NEW"), workers=workers,
                          skip_kinds=skip_kinds)
-
-
-def _show_counts(title: str, result: dict):
-    def human(console) -> None:
-        from rich.table import Table
-
-        table = Table(title=title, show_header=False, box=None)
-        for key, value in result.items():
-            if isinstance(value, dict):
-                value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-            elif isinstance(value, list):
-                value = ", ".join(map(str, value)) or "-"
-            table.add_row(key, str(value))
-        console.print(table)
-
-    return human
 
 
 def export_command(
     source: SourceOpt = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="Export directory or s3://bucket/prefix.",
+    to: Annotated[str | None, typer.Option("--to", help="Export directory or s3://bucket/prefix.",
                                               show_default=False)] = None,
     experiment: ExperimentsOpt = None,
     model: ModelsOpt = None,
@@ -140,16 +115,16 @@ def export_command(
     with connect_side(profile, "source", source, max_rps=max_rps) as server:
         if dry_run:
             result = service.export_plan(server, filters)
-            output.emit(result, _show_counts("export plan (nothing written)", result))
+            output.emit(result, output.key_values("export plan (nothing written)", result))
             return
         manifest = service.export(server, to, filters=filters, workers=workers or profile.workers)
     summary = {"export": to, "counts": manifest["counts"], "bytes": manifest["total_bytes"],
                "source lacks": manifest["source"]["lacks"], "seconds": manifest["seconds"]}
-    output.emit(summary, _show_counts("export complete", summary))
+    output.emit(summary, output.key_values("export complete", summary))
 
 
 def import_command(
-    from_: Annotated[Optional[str], typer.Option("--from", help="Export directory or s3://bucket/prefix.",
+    from_: Annotated[str | None, typer.Option("--from", help="Export directory or s3://bucket/prefix.",
                                                  show_default=False)] = None,
     target: TargetOpt = None,
     work_dir: WorkDirOpt = None,
@@ -188,14 +163,14 @@ def import_command(
         raise UsageError("no export given: pass --from DIR or --from s3://bucket/prefix")
     if dry_run:
         result = service.import_plan(from_, work_dir)
-        output.emit(result, _show_counts("import plan (nothing written)", result))
+        output.emit(result, output.key_values("import plan (nothing written)", result))
         return
     options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers,
                               profile.skipped(skip_kind))
     with connect_side(profile, "target", target, max_rps=max_rps) as server:
         work_dir = work_dir_for("import", work_dir, from_, server.display)
         result = service.import_export(server, from_, work_dir, options=options).as_dict()
-    output.emit(result, _show_counts("import complete", {k: result[k] for k in ("counts", "seconds", "id_map")}))
+    output.emit(result, output.key_values("import complete", {k: result[k] for k in ("counts", "seconds", "id_map")}))
 
 
 def migrate_command(
@@ -244,7 +219,7 @@ def migrate_command(
     if dry_run:
         with connect_side(profile, "source", source, max_rps=max_rps) as server:
             result = service.export_plan(server, filters)
-        output.emit(result, _show_counts("migration plan (nothing written)", result))
+        output.emit(result, output.key_values("migration plan (nothing written)", result))
         return
     options = _import_options(no_source_tags, rename_experiment, rename_model, workers or profile.workers,
                               profile.skipped(skip_kind))
@@ -253,7 +228,7 @@ def migrate_command(
         work_dir = work_dir_for("migrate", work_dir, src.display, dst.display)
         result = service.migrate(src, dst, work_dir, filters=filters, options=options,
                                  validate=not no_validate).as_dict()
-    output.emit(result, _show_counts("migration complete", {
+    output.emit(result, output.key_values("migration complete", {
         k: result[k] for k in ("counts", "seconds", "id_map", "validation")}))
 
 
@@ -280,7 +255,7 @@ def demo_command(
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     result = run_demo(work_dir)
-    output.emit(result, _show_counts("demo complete", result))
+    output.emit(result, output.key_values("demo complete", result))
 
 
 def register(app: typer.Typer) -> None:
@@ -289,4 +264,3 @@ def register(app: typer.Typer) -> None:
     app.command("import")(import_command)
     app.command("migrate")(migrate_command)
     app.command("demo")(demo_command)
-    __import__("mlflow_sync.migrate.sync_cli", fromlist=["register"]).register(app)  # sync, snapshot

@@ -57,7 +57,7 @@ def run_demo(work_dir: Path) -> dict:
             result = service.import_export(target, str(work_dir / "export"), work_dir,
                                            options=ImportOptions(workers=4))
             output.info("validating")
-            validation = service.validate_target(source, target, work_dir, filtered=False, workers=4)
+            validation = service.validate_target(source, target, work_dir, workers=4)
     result.validation = validation
     summary = {
         "source": source_uri,

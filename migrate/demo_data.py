@@ -83,9 +83,7 @@ def build_rich_source(server: Server, *, runs_per_experiment: int = 3, with_trac
                     training, name=f"classifier-{index}", source_run_id=run_id,
                     tags={"framework": "sklearn"}, params={"depth": str(3 + index)}, model_type="classifier",
                 )
-                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-                repo = get_artifact_repository(model.artifact_location, tracking_uri=server.tracking_uri)
+                repo = server.artifact_repository(model.artifact_location)
                 (files / "MLmodel").write_text(f"artifact_path: model\nmodel_id: {model.model_id}\n")
                 repo.log_artifact(str(files / "MLmodel"))
                 client.log_batch(run_id, metrics=[Metric("val_auc", 0.9 + index / 100, 1_700_000_000_900, 0,

@@ -15,13 +15,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mlflow_sync.connection import Server, paged
+from mlflow_sync.artifacts import list_entries, list_files
+from mlflow_sync.connection import Server
 from mlflow_sync.errors import UsageError
+from mlflow_sync.export_format import ExportLayout, build_manifest, encode_float, write_record
 from mlflow_sync.histories import HistoryReader
-from mlflow_sync.registry import registered_models
-from mlflow_sync.migrate.layout import ExportLayout, encode_float, write_record
-from mlflow_sync.migrate.manifest import build_manifest
 from mlflow_sync.migrate.outcome import Outcome
+from mlflow_sync.paging import paged, quoted
+from mlflow_sync.registry import aliases_of, registered_models
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Exporter:
         self.layout.manifest.unlink(missing_ok=True)  # a re-export: the old manifest no longer describes the files
         self._model_inputs_possible = capabilities.logged_models and self._any_logged_model(experiments)
         for experiment in experiments:
-            self._export_experiment(experiment)
+            self.export_experiment(experiment)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="export-run") as pool:
             run_jobs = _BoundedJobs(pool, limit=2 * HISTORY_RUNS_PER_REQUEST)
             for experiment in experiments:
@@ -130,8 +131,6 @@ class Exporter:
         none of its downloads.
         """
         from mlflow.entities import ViewType
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
         capabilities = self.source.capabilities()
         counts = {"experiments": 0, "runs": 0, "logged_models": 0, "traces": 0}
         artifact_bytes = {"runs": 0, "logged_models": 0}
@@ -139,8 +138,8 @@ class Exporter:
         def size_of(uri: str | None) -> int:
             if not uri:
                 return 0
-            repo = get_artifact_repository(uri, tracking_uri=self.source.tracking_uri)
-            return sum(entry.file_size or 0 for entry in _list_entries(repo, None))
+            repo = self.source.artifact_repository(uri)
+            return sum(entry.file_size or 0 for entry in list_entries(repo, None))
 
         view = ViewType.ALL if self.filters.include_deleted_runs else ViewType.ACTIVE_ONLY
         experiments = self._experiments()
@@ -179,9 +178,9 @@ class Exporter:
         for model in self._registered_models(prompts):
             if wanted and model.name not in wanted:
                 continue
-            versions = self._prompt_versions(model) if prompts else list(paged(
+            versions = self.prompt_versions(model) if prompts else list(paged(
                 lambda token, m=model: self.client.search_model_versions(
-                    filter_string=f"name = '{_quote(m.name)}'", max_results=10000, page_token=token)))
+                    filter_string=f"name = {quoted(m.name)}", max_results=10000, page_token=token)))
             if not prompts and self._outside_run_filter(model.name, versions):
                 continue
             selected.append((model.name, len(versions)))
@@ -211,7 +210,7 @@ class Exporter:
             counts["runs"] += len(list((path.parent / "runs").glob("*/run.json")))
             counts["traces"] += len(list((path.parent / "traces").glob("*.json")))
         counts["logged_models"] = len(self.layout.logged_model_files())
-        from mlflow_sync.migrate.layout import read_json
+        from mlflow_sync.export_format import read_json
 
         models = [read_json(p) for p in self.layout.registered_model_files()]
         prompts = [read_json(p) for p in self.layout.prompt_files()]
@@ -256,7 +255,7 @@ class Exporter:
             for start in range(0, len(ids), 50)
         )
 
-    def _export_experiment(self, experiment) -> None:
+    def export_experiment(self, experiment) -> None:
         write_record(self.layout.experiment_file(experiment.experiment_id), {
             "experiment_id": experiment.experiment_id,
             "name": experiment.name,
@@ -298,22 +297,22 @@ class Exporter:
                 chunk = pending[start:start + HISTORY_RUNS_PER_REQUEST]
                 histories = self.outcome.attempt(
                     "metric histories", f"{len(chunk)} runs of experiment {experiment.name}", experiment_id,
-                    lambda chunk=chunk: self._histories(chunk),
+                    lambda chunk=chunk: self.histories(chunk),
                 )
                 if histories is None:
                     continue  # reported; these runs are not written, so a re-run exports them
                 for run in chunk:  # downloads go on while the next chunk's histories are read
-                    run_jobs.submit(self._export_one_run, run, histories[run.info.run_id])
+                    run_jobs.submit(self.export_run, run, histories[run.info.run_id])
             token = page.token
             if not token:
                 return
 
-    def _export_one_run(self, run, history: dict) -> None:
+    def export_run(self, run, history: dict) -> None:
         def action(run=run):
             if self._model_inputs_possible:
                 run = self.client.get_run(run.info.run_id)  # runs/search leaves out model inputs
             run_dir = self.layout.run_dir(run.info.experiment_id, run.info.run_id)
-            artifacts = self._download(run.info.artifact_uri, run_dir / "artifacts")
+            artifacts = self.download(run.info.artifact_uri, run_dir / "artifacts")
             write_record(run_dir / "run.json", run_record(run, history, artifacts))
             return True
 
@@ -322,7 +321,7 @@ class Exporter:
         if self.progress:
             self.progress()
 
-    def _histories(self, runs) -> dict[str, dict[str, list]]:
+    def histories(self, runs) -> dict[str, dict[str, list]]:
         """Full metric histories of these runs: {run_id: {key: [[step, timestamp, value], ...]}}."""
         result: dict[str, dict[str, list]] = {r.info.run_id: {} for r in runs}
         keys: dict[str, list[str]] = defaultdict(list)
@@ -338,16 +337,14 @@ class Exporter:
         self.outcome.count("metric_points", points)
         return result
 
-    def _download(self, artifact_uri: str | None, destination: Path) -> list[str]:
+    def download(self, artifact_uri: str | None, destination: Path) -> list[str]:
         """Download every artifact under ``artifact_uri``; returns their relative paths."""
         if not artifact_uri:
             return []
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
         if destination.exists():
             shutil.rmtree(destination)  # a half-finished earlier attempt
-        repo = get_artifact_repository(artifact_uri, tracking_uri=self.source.tracking_uri)
-        files = list(_list_files(repo, None))
+        repo = self.source.artifact_repository(artifact_uri)
+        files = list(list_files(repo, None))
         if files:
             destination.mkdir(parents=True, exist_ok=True)
             for path in files:
@@ -364,7 +361,7 @@ class Exporter:
         for model in models:
             def action(model=model):
                 model_dir = self.layout.logged_model_dir(model.model_id)
-                artifacts = self._download(model.artifact_location, model_dir / "artifacts")
+                artifacts = self.download(model.artifact_location, model_dir / "artifacts")
                 write_record(model_dir / "logged_model.json", logged_model_record(model, artifacts))
                 return True
 
@@ -413,10 +410,10 @@ class Exporter:
                 def action(model=model, is_prompt=is_prompt):
                     if is_prompt:
                         write_record(self.layout.prompt_file(model.name),
-                                     prompt_record(model, self._prompt_versions(model)))
+                                     prompt_record(model, self.prompt_versions(model)))
                         return True
                     versions = list(paged(lambda token: self.client.search_model_versions(
-                        filter_string=f"name = '{_quote(model.name)}'", max_results=10000, page_token=token)))
+                        filter_string=f"name = {quoted(model.name)}", max_results=10000, page_token=token)))
                     if self._outside_run_filter(model.name, versions):
                         return False
                     write_record(self.layout.registered_model_file(model.name),
@@ -465,7 +462,7 @@ class Exporter:
             if self.outcome.attempt("evaluation dataset", dataset.name, dataset.dataset_id, action):
                 self.outcome.count("evaluation_datasets")
 
-    def _prompt_versions(self, prompt) -> list:
+    def prompt_versions(self, prompt) -> list:
         return list(paged(lambda token: self.client.search_prompt_versions(
             prompt.name, max_results=1000, page_token=token)))
 
@@ -487,28 +484,6 @@ class _BoundedJobs:
     def wait_all(self) -> None:
         while self._pending:
             self._pending.popleft().result()
-
-
-def _aliases_dict(model) -> dict:
-    return {alias.alias: alias.version for alias in _aliases(model)}
-
-
-def _quote(name: str) -> str:
-    return name.replace("\\", "\\\\").replace("'", "\\'")
-
-
-def _list_entries(repo, path: str | None):
-    """Every file (FileInfo: path and size) under ``path`` of an artifact repository."""
-    for entry in repo.list_artifacts(path):
-        if entry.is_dir:
-            yield from _list_entries(repo, entry.path)
-        else:
-            yield entry
-
-
-def _list_files(repo, path: str | None):
-    for entry in _list_entries(repo, path):
-        yield entry.path
 
 
 # -- records (the JSON documents of docs/export-format.md) --------------------------------------
@@ -589,7 +564,7 @@ def registered_model_record(model, versions) -> dict:
         "creation_timestamp": model.creation_timestamp,
         "last_updated_timestamp": model.last_updated_timestamp,
         "tags": dict(model.tags),
-        "aliases": {alias.alias: alias.version for alias in _aliases(model)},
+        "aliases": aliases_of(model),
         "versions": sorted(
             (
                 {
@@ -618,7 +593,7 @@ def prompt_record(prompt, versions) -> dict:
         "description": prompt.description,
         "creation_timestamp": prompt.creation_timestamp,
         "tags": dict(prompt.tags),
-        "aliases": _aliases_dict(prompt),
+        "aliases": aliases_of(prompt),
         "versions": sorted(
             (
                 {
@@ -657,10 +632,3 @@ def evaluation_dataset_record(dataset, experiment_ids: list[str], rows) -> dict:
     }
 
 
-def _aliases(model):
-    from mlflow.entities.model_registry import RegisteredModelAlias
-
-    aliases = model.aliases
-    if isinstance(aliases, dict):  # some MLflow versions expose {alias: version}
-        return [RegisteredModelAlias(a, v) for a, v in aliases.items()]
-    return aliases or []

@@ -23,26 +23,25 @@ from pathlib import Path
 
 from mlflow_sync.connection import Server
 from mlflow_sync.errors import UsageError
+from mlflow_sync.export_format import ExportLayout, decode_float, load_manifest, read_json, verify_files
+from mlflow_sync.identity import (
+    DATASET_ID_TAG,
+    DROPPED_TAGS,
+    EXPERIMENT_ID_TAG,
+    LOGGED_MODEL_ID_TAG,
+    MODEL_VERSION_TAG,
+    PLACEHOLDER_TAG,
+    PROMPT_VERSION_TAG,
+    RUN_ID_TAG,
+)
 from mlflow_sync.inventory import refusal
-from mlflow_sync.transport import CreateGuard, _json_response, register_guard
-from mlflow_sync.migrate.journal import CREATED, DONE, Journal
-from mlflow_sync.migrate.layout import ExportLayout, decode_float, read_json
-from mlflow_sync.migrate.manifest import load_manifest, verify_files
+from mlflow_sync.journal import CREATED, DONE, Journal
 from mlflow_sync.migrate.outcome import Outcome
+from mlflow_sync.paging import quoted
+from mlflow_sync.transport import CreateGuard, _json_response, register_guard
 
 log = logging.getLogger(__name__)
 
-RUN_ID_TAG = "mlflow_exim.run_info.run_id"
-"""Source run id on every imported run (mlflow-export-import's name; validate matches on it)."""
-EXPERIMENT_ID_TAG = "mlflow_exim.experiment_info.experiment_id"
-LOGGED_MODEL_ID_TAG = "mlflow_exim.logged_model.model_id"
-MODEL_VERSION_TAG = "mlflow_exim.model_version_info.version"
-PROMPT_VERSION_TAG = "mlflow_exim.prompt_version_info.version"
-DATASET_ID_TAG = "mlflow_exim.evaluation_dataset.dataset_id"
-"""Source dataset id on every imported evaluation dataset: names need not be unique, so a re-run
-finds its earlier copy by this tag (always written, like the run id tag)."""
-PLACEHOLDER_TAG = "mlflow_sync.placeholder"
-DROPPED_TAGS = ("mlflow_sync.request_id",)  # the source's own transport keys: the target gets new ones
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 PROMPT_EXPERIMENTS_TAG = "_mlflow_experiment_ids"  # ",1,2,": experiments a prompt is linked to
@@ -63,10 +62,6 @@ class ImportOptions:
         return kind not in self.skip_kinds
 
 
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
 class Importer:
     def __init__(self, target: Server, layout: ExportLayout, journal: Journal, options: ImportOptions | None = None,
                  progress=None):
@@ -77,7 +72,7 @@ class Importer:
         self.options = options or ImportOptions()
         self.outcome = Outcome()
         self.progress = progress
-        self._run_sources: dict[str, dict] = {}  # source run id -> run.json (without metrics) for remapping
+        self.run_sources: dict[str, dict] = {}  # source run id -> run.json (without metrics) for remapping
         self._fresh_runs: set[str] = set()  # source ids of runs this process created (nothing logged to them yet)
 
     # -- entry point ---------------------------------------------------------------------------
@@ -192,12 +187,12 @@ class Importer:
             for path in self.layout.run_files(experiment["experiment_id"]):
                 record = read_json(path)
                 metrics = record.pop("metrics")
-                self._run_sources[record["info"]["run_id"]] = record
+                self.run_sources[record["info"]["run_id"]] = record
                 records.append((path.parent, record, metrics))
             if any(self.journal.get("run", r["info"]["run_id"]) is None for _, r, _ in records):
                 found = self._existing_runs(target_experiment)
                 to_create = []
-                for run_dir, record, _ in records:
+                for _, record, _ in records:
                     source_id = record["info"]["run_id"]
                     if self.journal.get("run", source_id) is None and source_id in found:
                         run_id, artifact_uri = found[source_id]
@@ -208,7 +203,7 @@ class Importer:
                     list(pool.map(lambda r, e=target_experiment: self.outcome.attempt(
                         "run", r["info"]["run_name"] or r["info"]["run_id"], r["info"]["run_id"],
                         lambda: self._create_run(r, e)), to_create))
-            for run_dir, record, metrics in records:
+            for run_dir, record, _ in records:
                 source_id = record["info"]["run_id"]
                 if self.journal.is_done("run", source_id):
                     self.outcome.skip("runs")
@@ -258,7 +253,7 @@ class Importer:
             self.outcome.count("runs")
         self._tick()
 
-    def _run_tags(self, record: dict) -> dict[str, str]:
+    def run_tags(self, record: dict) -> dict[str, str]:
         info = record["info"]
         tags = {k: v for k, v in record["tags"].items() if k not in DROPPED_TAGS}
         parent = tags.get(PARENT_TAG)
@@ -291,18 +286,16 @@ class Importer:
             if present.info.lifecycle_stage == "deleted":
                 self.client.restore_run(run_id)
         params = [Param(k, v) for k, v in record["params"].items()]
-        tags = [RunTag(k, v) for k, v in self._run_tags(record).items()]
+        tags = [RunTag(k, v) for k, v in self.run_tags(record).items()]
         metrics = [
             Metric(key, decode_float(value), timestamp, step)
             for key, points in record["metrics"].items() for step, timestamp, value in points
         ]
-        for batch in _batches(metrics, params, tags):
+        for batch in log_batch_bodies(metrics, params, tags):
             self.client.log_batch(run_id, **batch)
         self._log_inputs_outputs(run_id, record, present)
         if record["artifacts"]:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-            repo = get_artifact_repository(entry["artifact_uri"], tracking_uri=self.target.tracking_uri)
+            repo = self.target.artifact_repository(entry["artifact_uri"])
             repo.log_artifacts(str(run_dir / "artifacts"))
         if info["status"] != "RUNNING" or info["end_time"]:
             self.client.set_terminated(run_id, status=info["status"], end_time=info["end_time"])
@@ -387,9 +380,7 @@ class Importer:
             entry = self.journal.get("logged_model", source_id)
         model_id = entry["target"]
         if record["artifacts"]:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-            repo = get_artifact_repository(entry["artifact_location"], tracking_uri=self.target.tracking_uri)
+            repo = self.target.artifact_repository(entry["artifact_location"])
             repo.log_artifacts(str(model_dir / "artifacts"))
         self._log_model_metrics(model_id, record)
         status = record["status"].rsplit(".", 1)[-1]
@@ -413,7 +404,7 @@ class Importer:
                 m["key"], decode_float(m["value"]), m["timestamp"], m["step"], model_id=model_id,
                 dataset_name=m.get("dataset_name"), dataset_digest=m.get("dataset_digest")))
         for run_id, metrics in by_run.items():
-            for batch in _batches(metrics, [], []):
+            for batch in log_batch_bodies(metrics, [], []):
                 self.client.log_batch(run_id, **batch)
 
     # -- registered models -----------------------------------------------------------------------
@@ -430,7 +421,7 @@ class Importer:
             if target_run is None:
                 raise RuntimeError(f"its run {run_id} was not imported")
             return source.replace(f"runs:/{run_id}", f"runs:/{target_run}", 1), target_run, None
-        run = self._run_sources.get(run_id) if run_id else None
+        run = self.run_sources.get(run_id) if run_id else None
         if run and run["info"]["artifact_uri"] and source.startswith(run["info"]["artifact_uri"]):
             entry = self.journal.get("run", run_id)
             return entry["artifact_uri"] + source[len(run["info"]["artifact_uri"]):], target_run, None
@@ -450,7 +441,7 @@ class Importer:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         existing = {}
-        for version in self.client.search_model_versions(f"name = '{_quote(name)}'", max_results=10000):
+        for version in self.client.search_model_versions(f"name = {quoted(name)}", max_results=10000):
             source_version = version.tags.get(MODEL_VERSION_TAG)
             if source_version:
                 existing[int(source_version)] = version
@@ -629,7 +620,7 @@ class Importer:
         tags = {k: v for k, v in record["tags"].items() if k not in DROPPED_TAGS}
         # Unquoted key: MLflow's dataset search keeps the backticks of tags.`key` and matches nothing.
         found = [d for d in self.client.search_datasets(
-            filter_string=f"tags.{DATASET_ID_TAG} = '{_quote(source_id)}'", max_results=10)
+            filter_string=f"tags.{DATASET_ID_TAG} = {quoted(source_id)}", max_results=10)
             if (d.tags or {}).get(DATASET_ID_TAG) == source_id]
         if found:
             dataset = found[0]
@@ -672,7 +663,7 @@ class _EvaluationDatasetCreate(CreateGuard):
         if not source_id:
             return None
         found = transport.call_json("POST", "/api/3.0/mlflow/datasets/search", body={
-            "filter_string": f"tags.{DATASET_ID_TAG} = '{_quote(source_id)}'", "max_results": 10})
+            "filter_string": f"tags.{DATASET_ID_TAG} = {quoted(source_id)}", "max_results": 10})
         for dataset in found.get("datasets") or []:
             if any(t.get("key") == DATASET_ID_TAG and t.get("value") == source_id for t in dataset.get("tags") or []):
                 return _json_response({"dataset": dataset})
@@ -697,7 +688,7 @@ def _held_inputs_outputs(run) -> tuple[set, set, set]:
     return datasets, models, produced
 
 
-def _batches(metrics: list, params: list, tags: list):
+def log_batch_bodies(metrics: list, params: list, tags: list):
     """log-batch bodies inside MLflow's limits: <= 1000 values, <= 100 params, <= 100 tags each."""
     params, tags, metrics = list(params), list(tags), list(metrics)
     while params or tags or metrics:

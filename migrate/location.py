@@ -15,8 +15,7 @@ from pathlib import Path
 
 from mlflow_sync import s3
 from mlflow_sync.errors import UsageError
-from mlflow_sync.migrate.layout import MANIFEST, ExportLayout, read_json
-from mlflow_sync.migrate.manifest import sha256_of
+from mlflow_sync.export_format import MANIFEST, ExportLayout, read_json, sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ class Outcome:
                 stop = sync_error_in(exc)
                 if stop is not None:
                     self.stopped = stop
-                    raise stop
+                    raise stop from None
                 if attempt == OBJECT_ATTEMPTS:
                     self.fail(kind, name, source_id, exc)
                     return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from mlflow_sync import output
 from mlflow_sync.connection import Server
 from mlflow_sync.errors import UsageError
+from mlflow_sync.export_format import ExportLayout, load_manifest, read_json, write_json
 from mlflow_sync.inventory import (
     InventoryMismatch,
     carried_counts,
@@ -18,12 +19,10 @@ from mlflow_sync.inventory import (
     take_inventory,
     uncarried,
 )
-from mlflow_sync.migrate.exporter import ExportFilters, Exporter
-from mlflow_sync.migrate.importer import ImportOptions, Importer
-from mlflow_sync.migrate.journal import Journal
-from mlflow_sync.migrate.layout import ExportLayout, read_json, write_json
+from mlflow_sync.journal import Journal
+from mlflow_sync.migrate.exporter import Exporter, ExportFilters
+from mlflow_sync.migrate.importer import Importer, ImportOptions
 from mlflow_sync.migrate.location import ExportLocation
-from mlflow_sync.migrate.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +180,9 @@ def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFi
     result.seconds = round(time.monotonic() - started, 2)
     result.requests = {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()}
     if validate:
-        result.validation = validate_target(source, target, work_dir, filtered=filters.selective,
-                                            workers=options.workers, skip_kinds=filters.skip_kinds)
+        result.validation = validate_target(source, target, work_dir, workers=options.workers,
+                                            skip_kinds=filters.skip_kinds,
+                                            selection=export_dir if filters.selective else None)
     write_json(work_dir / REPORT, result.as_dict())
     if result.validation and not result.validation.get("ok", True):
         from mlflow_sync.errors import MismatchError
@@ -192,26 +192,28 @@ def migrate(source: Server, target: Server, work_dir: Path, *, filters: ExportFi
     return result
 
 
-def validate_target(source: Server, target: Server, work_dir: Path, *, filtered: bool, workers: int,
-                    skip_kinds: frozenset[str] = frozenset()) -> dict:
+def validate_target(source: Server, target: Server, work_dir: Path, *, workers: int,
+                    skip_kinds: frozenset[str] = frozenset(), selection: Path | None = None) -> dict:
     """The validate step of ``migrate``: the validator compares source and target, reports go to the work dir.
 
-    The target may hold objects of its own (``one_way``). A filtered migration is not validated
-    here: the validator compares whole servers (run ``mlflow-sync validate`` with ``--ignore``).
+    The target may hold objects of its own (``one_way``). A filtered job (``selection``: the export
+    of what the filters selected, every file checked against its sha256) is validated against that
+    selection, so objects the filters left out are not reported missing.
     """
-    if filtered:
-        output.info("filtered migration: validation skipped (run `mlflow-sync validate` with --ignore patterns)")
-        return {"ok": True, "skipped": "filtered migration"}
-    from mlflow_sync.validate import ReportFiles, ValidateOptions, ValidationMismatch, validate_and_report
+    from mlflow_sync.validate import ExportReader, ReportFiles, ValidateOptions, ValidationMismatch, validate_and_report
 
+    if selection is not None:
+        output.info(f"filtered migration: the target is validated against the selection exported to {selection}")
     files = ReportFiles(json=work_dir / "validation.json", html=work_dir / "validation.html")
     try:
-        report = validate_and_report(source, target, ValidateOptions(one_way=True, metric_history=True,
+        side = ExportReader(selection) if selection is not None else source
+        report = validate_and_report(side, target, ValidateOptions(one_way=True, metric_history=True,
                                                                      workers=workers, skip_kinds=skip_kinds), files)
         ok, summary = True, _summary(report)
     except ValidationMismatch as exc:
         ok, summary = False, str(exc)
-    return {"ok": ok, "summary": summary, "json": str(files.json), "html": str(files.html)}
+    return {"ok": ok, "summary": summary, "json": str(files.json), "html": str(files.html),
+            **({"against": f"selection exported to {selection}"} if selection is not None else {})}
 
 
 def _summary(report) -> str:
@@ -220,6 +222,3 @@ def _summary(report) -> str:
         counts = counts()
     return str(counts) if counts else "all objects match"
 
-
-def read_report(work_dir: Path) -> dict:
-    return read_json(work_dir / REPORT)

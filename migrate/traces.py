@@ -18,13 +18,14 @@ from __future__ import annotations
 import copy
 import logging
 
+from mlflow_sync.identity import TRACE_ID_TAG
+
 log = logging.getLogger(__name__)
 
 DROPPED_TRACE_TAGS = ("mlflow.artifactLocation",)  # the target assigns its own
 SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
 SPANS_IN_TRACKING_STORE = "TRACKING_STORE"
 SOURCE_RUN_KEY = "mlflow.sourceRun"
-TRACE_ID_TAG = "mlflow_exim.trace_info.trace_id"
 
 
 def _assessment_key(assessment: dict) -> tuple:

@@ -97,7 +97,7 @@ DEFECTS: tuple[Defect, ...] = (
         "A killed import-all leaves half-imported experiments; its re-run duplicates them.",
         "As above; metric points of a half-filled run are not logged twice (the run is completed "
         "from its journal state).",
-        "mlflow_sync.migrate.journal:Journal",
+        "mlflow_sync.journal:Journal",
         f"{HTTP_TESTS}::test_resume_after_sigkill_mid_import_ends_with_every_run_once",
     ),
     Defect(
@@ -157,7 +157,7 @@ DEFECTS: tuple[Defect, ...] = (
         "per exported run (one metrics/get-history per metric key).",
         "Runs are read 1,000 per search page, histories 100 runs per get-history-bulk request, "
         "experiments created once, run data in log-batch.",
-        "mlflow_sync.migrate.exporter:Exporter._histories",
+        "mlflow_sync.migrate.exporter:Exporter.histories",
         f"{HTTP_TESTS}::test_requests_per_run_stay_within_budget",
     ),
     Defect(

@@ -72,6 +72,7 @@ class RateLimiter:
             raise ValueError("rps must be positive")
         self.rps = rps
         self._interval = 1.0 / (2 * rps)
+        window = max(window, 1.0 / rps)  # below 1 rps: one request per 1/rps seconds, not one a second
         self._capacity = max(1, int(rps * window))
         self._window = window + margin
         self._sent: deque[float] = deque()
@@ -173,8 +174,9 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):  # neither seconds nor an HTTP date: back off as usual
             return None
         return max(0.0, parsed.timestamp() - time.time())
 

@@ -62,12 +62,12 @@ def info_command(
     ```
     """
     from mlflow_sync.config import load_profile
-    from mlflow_sync.connection import connect
+    from mlflow_sync.connection import connect_any
     from mlflow_sync.info import server_info
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
-    with connect(server, role="server", max_rps=max_rps, retry=profile.retry) as connected:
+    with connect_any(profile, server, max_rps=max_rps) as connected:
         result = server_info(connected)
 
     def human(console) -> None:
@@ -90,12 +90,13 @@ def info_command(
 
 
 def _register_capabilities() -> None:
-    """Each capability folder adds its commands (migrate/, validate/, convert/)."""
+    """Each capability folder adds its commands (migrate/, sync/, validate/, convert/)."""
     from mlflow_sync.convert import cli as convert_cli
     from mlflow_sync.migrate import cli as migrate_cli
+    from mlflow_sync.sync import cli as sync_cli
     from mlflow_sync.validate import cli as validate_cli
 
-    for module in (migrate_cli, validate_cli, convert_cli):
+    for module in (migrate_cli, sync_cli, validate_cli, convert_cli):
         module.register(app)
 
 

@@ -216,6 +216,13 @@ class Server:
                 )
         self._capabilities: Capabilities | None = None
 
+    def artifact_repository(self, artifact_uri: str):
+        """MLflow's artifact repository for a location of this server (``mlflow-artifacts:`` through
+        its proxy, with this side's transport)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
+
     @cached_property
     def client(self):
         """The ``MlflowClient`` of this server alone (a database is reached, and checked, first)."""
@@ -381,17 +388,6 @@ def _connect_timeout(uri: str) -> dict:
     return {"connect_timeout": 10} if scheme.startswith(("postgresql", "mysql")) else {}
 
 
-def paged(fetch):
-    """Yield every item of a paged MLflow client search; ``fetch(page_token)`` returns a PagedList."""
-    token = None
-    while True:
-        page = fetch(token)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
 def first_line(value: object) -> str:
     text = humanize(str(value)).strip()
     return text.splitlines()[0] if text else type(value).__name__
@@ -420,6 +416,17 @@ def connect(
     """Parse, check the address and build a :class:`Server` (no request is sent yet)."""
     spec = parse_server(uri, registry_uri)
     return Server(spec, role=role, max_rps=max_rps, retry=retry or RetrySettings())
+
+
+def connect_any(profile, uri: str, *, max_rps: float | None = None) -> Server:
+    """Connect a server named on its own (``info``): the request budget is the command line's, else
+    that of the profile side with this URI, else the stricter of the profile's two budgets."""
+    if max_rps is None:
+        sides = [profile.source, profile.target]
+        same = [side.max_rps for side in sides if side.uri == uri and side.max_rps]
+        budgets = same or [side.max_rps for side in sides if side.max_rps]
+        max_rps = min(budgets) if budgets else None
+    return connect(uri, role="server", max_rps=max_rps, retry=profile.retry)
 
 
 def connect_side(profile, role: str, uri: str | None = None, *, max_rps: float | None = None) -> Server:

@@ -14,11 +14,10 @@ class SyncError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None):
+    def __init__(self, message: str):
         from mlflow_sync.redact import redact
 
         super().__init__(redact(" ".join(str(message).split())))
-        self.hint = redact(hint) if hint else None
 
 
 class UsageError(SyncError):
@@ -41,8 +40,8 @@ class ServerUnavailable(ConnectionFailure):
     ``last_failure`` is the last thing seen ("HTTP 503", "connection refused", "read timed out").
     """
 
-    def __init__(self, message: str, *, last_failure: str, hint: str | None = None):
-        super().__init__(message, hint=hint)
+    def __init__(self, message: str, *, last_failure: str):
+        super().__init__(message)
         self.last_failure = last_failure
 
 

@@ -17,6 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from mlflow_sync.errors import SyncError, UsageError
+from mlflow_sync.paging import paged_json
 from mlflow_sync.registry import PROMPT_TAG, PROMPTS_FILTER
 
 log = logging.getLogger(__name__)
@@ -201,13 +202,7 @@ class _RestCounter:
             raise _NotHeld(endpoint) from None
 
     def _pages(self, method: str, endpoint: str, key: str, body: dict):
-        token = None
-        while True:
-            page = self._call(method, endpoint, {**body, **({"page_token": token} if token else {})})
-            yield from page.get(key) or []
-            token = page.get("next_page_token")
-            if not token:
-                return
+        return paged_json(lambda page_body: self._call(method, endpoint, page_body), key, body)
 
     def _paged_count(self, method: str, endpoint: str, key: str, body: dict, keep=None) -> int:
         return sum(1 for item in self._pages(method, endpoint, key, body) if keep is None or keep(item))

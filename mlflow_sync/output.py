@@ -88,6 +88,23 @@ def emit(data: Any, human: Callable[[Console], None]) -> None:
         human(stdout)
 
 
+def key_values(title: str, result: dict) -> Callable[[Console], None]:
+    """The human rendering of a flat result for :func:`emit`: one row per key, lists and dicts on one line."""
+    def human(console: Console) -> None:
+        from rich.table import Table
+
+        table = Table(title=title, show_header=False, box=None)
+        for key, value in result.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            elif isinstance(value, list):
+                value = ", ".join(map(str, value)) or "-"
+            table.add_row(key, str(value))
+        console.print(table)
+
+    return human
+
+
 def info(message: str) -> None:
     """A human status line on stderr (silent with --quiet or --json)."""
     if not (state.quiet or state.json):

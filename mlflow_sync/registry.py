@@ -11,9 +11,9 @@ a 3.x server answers with prompts. Both are checked by their tag.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
-from mlflow_sync.connection import paged
+from mlflow_sync.paging import paged
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 PAGE = 1000
@@ -39,3 +39,11 @@ def all_registered_models(client) -> Iterator:
     """Every registered model, then every prompt."""
     yield from registered_models(client, prompts=False)
     yield from registered_models(client, prompts=True)
+
+
+def aliases_of(model) -> dict:
+    """{alias: version} of a registered model or prompt (some MLflow versions hold a dict, others a list)."""
+    aliases = model.aliases
+    if isinstance(aliases, dict):
+        return dict(aliases)
+    return {alias.alias: alias.version for alias in aliases or []}

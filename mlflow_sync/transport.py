@@ -32,11 +32,12 @@ from mlflow_sync.budget import (
 )
 from mlflow_sync.config import RetrySettings
 from mlflow_sync.errors import ServerUnavailable
+from mlflow_sync.identity import REQUEST_ID_TAG
+from mlflow_sync.paging import paged_json, quoted
 from mlflow_sync.uris import ServerSpec
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_TAG = "mlflow_sync.request_id"
 """Idempotency key the transport adds to creates that MLflow would otherwise repeat on retry."""
 
 LOG_BATCH = "/runs/log-batch"  # limited in flight per server: see budget.CONCURRENT_LOG_BATCHES
@@ -94,6 +95,9 @@ class SideTransport:
         self.name = spec.display  # how messages name this server ("target http://..." once connected)
         self.requests_by_endpoint: Counter[str] = Counter()
         self.retry_stats = RetryStats()
+        # Set once a request failed for the whole retry budget: every later request of this job
+        # fails at once with the same error instead of waiting out the budget again.
+        self.gave_up: ServerUnavailable | None = None
         self._stats_lock = threading.Lock()
 
     def _make_signer(self) -> requests.auth.AuthBase:
@@ -130,6 +134,8 @@ class SideTransport:
         ``policy`` replaces the server's retry policy for this request (a quick first check
         should not spend ten minutes on a server that is not there).
         """
+        if self.gave_up is not None:
+            raise ServerUnavailable(str(self.gave_up), last_failure=self.gave_up.last_failure)
         for name in _DROPPED_KWARGS:
             kwargs.pop(name, None)
         kwargs.pop("allow_redirects", None)
@@ -165,9 +171,9 @@ class SideTransport:
                 stats=self.retry_stats,
             )
         except TRANSIENT_EXCEPTIONS as exc:
-            raise self._unavailable(describe_failure(exc), attempts) from exc
+            raise self._unavailable(describe_failure(exc), attempts, policy) from exc
         if response.status_code in UNAVAILABLE_STATUS:
-            raise self._unavailable(f"HTTP {response.status_code}", attempts)
+            raise self._unavailable(f"HTTP {response.status_code}", attempts, policy)
         if guard is not None and seen_ambiguous and response.status_code == 400:
             if _error_code(response) == "RESOURCE_ALREADY_EXISTS":
                 # An earlier attempt we could not see the answer to did create it.
@@ -176,13 +182,16 @@ class SideTransport:
                     return existing
         return response
 
-    def _unavailable(self, last: str, attempts: list[float]) -> ServerUnavailable:
+    def _unavailable(self, last: str, attempts: list[float], policy: RetryPolicy | None) -> ServerUnavailable:
         seconds = time.monotonic() - attempts[0] if attempts else 0.0
-        return ServerUnavailable(
+        failure = ServerUnavailable(
             f"{self.name} kept failing ({last}) for {len(attempts)} attempt(s) over {seconds:.0f}s, the whole "
             "retry budget: stopped; run the same command again once it answers (work already done is kept)",
             last_failure=last,
         )
+        if policy is None:  # the server's own budget, not a quick probe with a policy of its own
+            self.gave_up = failure
+        return failure
 
     def call_json(self, method: str, endpoint: str, *, body: dict | None = None) -> dict:
         """A raw REST call inside the budget; raises for non-200 answers."""
@@ -255,20 +264,13 @@ class _ModelVersionCreate(CreateGuard):
         _add_request_id(kwargs)
 
     def find_existing(self, transport, kwargs):
-        name = kwargs["json"]["name"].replace("'", "\\'")
         wanted = _request_id(kwargs)
-        page_token = None
-        while True:
-            body = {"filter": f"name = '{name}'", "max_results": 200}
-            if page_token:
-                body["page_token"] = page_token
-            page = transport.call_json("GET", "/api/2.0/mlflow/model-versions/search", body=body)
-            for version in page.get("model_versions") or []:
-                if any(t.get("key") == REQUEST_ID_TAG and t.get("value") == wanted for t in version.get("tags", [])):
-                    return _json_response({"model_version": version})
-            page_token = page.get("next_page_token")
-            if not page_token:
-                return None
+        versions = paged_json(lambda body: transport.call_json("GET", "/api/2.0/mlflow/model-versions/search", body=body),
+                              "model_versions", {"filter": f"name = {quoted(kwargs['json']['name'])}", "max_results": 200})
+        for version in versions:
+            if any(t.get("key") == REQUEST_ID_TAG and t.get("value") == wanted for t in version.get("tags", [])):
+                return _json_response({"model_version": version})
+        return None
 
 
 class _LoggedModelCreate(CreateGuard):

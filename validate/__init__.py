@@ -11,12 +11,14 @@ report files and raises :class:`~mlflow_sync.errors.MismatchError` (exit code 4)
 """
 
 from mlflow_sync.validate.engine import validate
+from mlflow_sync.validate.export_reader import ExportReader
 from mlflow_sync.validate.options import CHECKS, ValidateOptions
 from mlflow_sync.validate.results import ObjectResult, Report, Status
 from mlflow_sync.validate.service import ReportFiles, ValidationMismatch, validate_and_report
 
 __all__ = [
     "CHECKS",
+    "ExportReader",
     "ObjectResult",
     "Report",
     "ReportFiles",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,17 +16,17 @@ from mlflow_sync.options import (
     WorkersOpt,
 )
 
-FileOpt = Optional[Path]
+FileOpt = Path | None
 _SIDE = ("http(s) tracking URI, database URI, SageMaker ARN, export directory (DIR or s3://bucket/prefix) or "
          "snapshot store (DIR or s3://...; latest snapshot, or LOCATION#ID for one).")
-SideSourceOpt = Annotated[Optional[str], typer.Option("--source", "-s", help=f"Source: {_SIDE}", show_default=False)]
-SideTargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help=f"Target: {_SIDE}", show_default=False)]
+SideSourceOpt = Annotated[str | None, typer.Option("--source", "-s", help=f"Source: {_SIDE}", show_default=False)]
+SideTargetOpt = Annotated[str | None, typer.Option("--target", "-t", help=f"Target: {_SIDE}", show_default=False)]
 
 
 def validate_command(
     source: SideSourceOpt = None,
     target: SideTargetOpt = None,
-    checks: Annotated[Optional[str], typer.Option(
+    checks: Annotated[str | None, typer.Option(
         "--checks", help="Comma-separated subset of: experiments, runs, artifacts, logged_models, "
         "registered_models, traces, prompts, evaluation_datasets (default: all).", show_default=False)] = None,
     one_way: Annotated[bool, typer.Option("--one-way", help="Objects only in the target are fine.")] = False,
@@ -39,9 +39,9 @@ def validate_command(
     float_tolerance: Annotated[float, typer.Option(
         "--float-tolerance", min=0.0, help="Relative tolerance for metric values (NaN and inf compare as such).")
     ] = 0.0,
-    ignore_tag: Annotated[Optional[list[str]], typer.Option(
+    ignore_tag: Annotated[list[str] | None, typer.Option(
         "--ignore-tag", help="Tag key pattern (fnmatch) not to compare; repeatable.", show_default=False)] = None,
-    ignore: Annotated[Optional[list[str]], typer.Option(
+    ignore: Annotated[list[str] | None, typer.Option(
         "--ignore", help="Object path pattern (fnmatch) to leave out of the report; repeatable.",
         show_default=False)] = None,
     combined: Annotated[FileOpt, typer.Option(

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,13 +28,10 @@ from fnmatch import fnmatchcase
 
 from mlflow_sync import output
 from mlflow_sync.connection import first_line
-from mlflow_sync.validate.options import (
-    SOURCE_DATASET_ID_TAG,
-    SOURCE_MODEL_ID_TAG,
-    SOURCE_RUN_ID_TAG,
-    SOURCE_TRACE_ID_TAG,
-    ValidateOptions,
-)
+from mlflow_sync.errors import ConnectionFailure, sync_error_in
+from mlflow_sync.identity import DATASET_ID_TAG, LOGGED_MODEL_ID_TAG, RUN_ID_TAG, TRACE_ID_TAG
+from mlflow_sync.identity import pair as identity_pair
+from mlflow_sync.validate.options import ValidateOptions
 from mlflow_sync.validate.reader import SideReader
 from mlflow_sync.validate.records import (
     ExperimentRecord,
@@ -98,6 +95,7 @@ class Comparison:
         self.options = options
         self.results: list[ObjectResult] = []
         self.ignored = 0
+        self.unavailable: ConnectionFailure | None = None  # the first side found unavailable: stops the job
         self.run_map: dict[str, str] = {}  # source run id -> target run id
         self.model_map: dict[str, str] = {}  # source logged model id -> target logged model id
         self.source_model_of: dict[str, str] = {}  # the inverse of model_map
@@ -130,6 +128,15 @@ class Comparison:
     def error(self, kind: str, path: str, exc: BaseException, experiment: str | None = None) -> None:
         log.warning("could not read %s: %s", path, first_line(exc))
         self.add(Status.ERROR, kind, path, experiment, detail=first_line(exc))
+        stop = sync_error_in(exc)
+        if isinstance(stop, ConnectionFailure) and self.unavailable is None:
+            self.unavailable = stop
+
+    def stop_if_unavailable(self) -> None:
+        """A side that stayed unavailable for the whole retry budget stops the validation (exit 3,
+        as for migrate): what was not read is not a difference."""
+        if self.unavailable is not None:
+            raise self.unavailable
 
     def tag_ignored(self, key: str) -> bool:
         return any(fnmatchcase(key, pattern) for pattern in self.options.ignored_tags)
@@ -168,27 +175,35 @@ class Comparison:
         try:
             pairs = self.experiments()
             if pairs is None:
+                self.stop_if_unavailable()
                 return self.results
             wants = self.wants
             needs_runs = any(map(wants, ("runs", "artifacts", "logged_models", "registered_models", "traces")))
             if needs_runs:
+                self.stop_if_unavailable()
                 self.read_runs(pairs)
             models = self.logged_models(pairs) if wants("logged_models") or wants("runs") else None
             if wants("runs") or wants("artifacts"):
+                self.stop_if_unavailable()
                 self.compare_runs(pairs)
             if models is not None and wants("logged_models"):
                 self.compare_logged_models(*models)
             if wants("registered_models"):
+                self.stop_if_unavailable()
                 self.registered_models()
             if wants("traces"):
+                self.stop_if_unavailable()
                 self.traces(pairs)
             if wants("prompts"):
+                self.stop_if_unavailable()
                 self.prompts()
             if wants("evaluation_datasets"):
+                self.stop_if_unavailable()
                 self.evaluation_datasets()
         finally:
             self.bulk_pool.shutdown(wait=True, cancel_futures=True)
             self.pool.shutdown(wait=True, cancel_futures=True)
+        self.stop_if_unavailable()
         self.results.sort(key=lambda result: result.path)
         return self.results
 
@@ -243,29 +258,16 @@ class Comparison:
             self.match_runs(pair)
 
     def match_runs(self, pair: _ExperimentPair) -> None:
-        by_id = {run.run_id: run for run in pair.source_runs}
-        unmatched_target = []
-        for run in pair.target_runs:
-            source_id = run.tags.get(SOURCE_RUN_ID_TAG) or run.run_id
-            if source_id in by_id and source_id not in self.run_map:
-                self.run_map[source_id] = run.run_id
-                pair.matches.append((by_id[source_id], run))
-            else:
-                unmatched_target.append(run)
-        fingerprints = defaultdict(list)
-        for run in unmatched_target:
-            fingerprints[_fingerprint(run)].append(run)
+        pairs, pair.extra_runs = identity_pair(pair.source_runs, pair.target_runs, own_id=lambda run: run.run_id,
+                                               carried_id=lambda run: run.tags.get(RUN_ID_TAG),
+                                               source_key=_fingerprint, target_key=_fingerprint)
         for run in pair.source_runs:
-            if run.run_id in self.run_map:
-                continue
-            candidates = fingerprints.get(_fingerprint(run))
-            if candidates:
-                target = candidates.pop(0)
+            target = pairs.get(run.run_id)
+            if target is None:
+                pair.missing_runs.append(run)
+            else:
                 self.run_map[run.run_id] = target.run_id
                 pair.matches.append((run, target))
-            else:
-                pair.missing_runs.append(run)
-        pair.extra_runs = [run for runs in fingerprints.values() for run in runs]
         pair.source_labels = unique_labels({run.run_id: run.name for run in pair.source_runs})
         pair.target_labels = unique_labels({run.run_id: run.name for run in pair.target_runs})
 
@@ -454,26 +456,14 @@ class Comparison:
             if self.wants("logged_models"):
                 self.error("logged_model", "logged_models", exc)
             return None
-        by_id = {model.model_id: model for model in source}
         # A run may take a model of any compared experiment as input: with any logged model on
         # either side, every matched run's inputs are read (like the exporter does).
         self.any_logged_models = bool(source or target)
-        unmatched = []
-        for model in target:
-            source_id = model.tags.get(SOURCE_MODEL_ID_TAG) or model.model_id
-            if source_id in by_id and source_id not in self.model_map:
-                self.model_map[source_id] = model.model_id
-            else:
-                unmatched.append(model)
-        fingerprints = defaultdict(list)
-        for model in unmatched:
-            fingerprints[(model.name, model.source_run_id)].append(model)
-        for model in source:
-            if model.model_id in self.model_map:
-                continue
-            candidates = fingerprints.get((model.name, self.run_map.get(model.source_run_id)))
-            if candidates:
-                self.model_map[model.model_id] = candidates.pop(0).model_id
+        pairs, _ = identity_pair(source, target, own_id=lambda model: model.model_id,
+                                 carried_id=lambda model: model.tags.get(LOGGED_MODEL_ID_TAG),
+                                 source_key=lambda model: (model.name, self.run_map.get(model.source_run_id)),
+                                 target_key=lambda model: (model.name, model.source_run_id))
+        self.model_map.update({source_id: model.model_id for source_id, model in pairs.items()})
         self.source_model_of = {target_id: source_id for source_id, target_id in self.model_map.items()}
         return source, target, pairs
 
@@ -503,7 +493,7 @@ class Comparison:
             self.compare_mapping("logged_model_tag", f"{path}/tags", model.tags, other.tags, pair.name, tags=True)
             tolerance = self.options.float_tolerance
             self.compare_mapping("logged_model_metric", f"{path}/metrics", model.metrics, other.metrics, pair.name,
-                                 equal=lambda a, b: floats_match(a, b, tolerance))
+                                 equal=lambda a, b, t=tolerance: floats_match(a, b, t))
             if self.wants("artifacts"):
                 jobs.append((pair.name, path, self.pool.submit(
                     self.artifact_results, pair.name, f"{path}/artifacts", model.artifact_location,
@@ -608,25 +598,13 @@ class Comparison:
             self.compare_traces(pair, source, target)
 
     def compare_traces(self, pair: _ExperimentPair, source: list[TraceRecord], target: list[TraceRecord]) -> None:
-        by_id = {trace.trace_id: trace for trace in source}
-        matched: dict[str, TraceRecord] = {}
-        unmatched = []
-        for trace in target:
-            source_id = trace.tags.get(SOURCE_TRACE_ID_TAG) or trace.metadata.get(SOURCE_TRACE_ID_TAG) \
-                or trace.trace_id
-            if source_id in by_id and source_id not in matched:
-                matched[source_id] = trace
-            else:
-                unmatched.append(trace)
-        fingerprints = defaultdict(list)
-        for trace in unmatched:
-            fingerprints[(trace.request_time, trace.name)].append(trace)
+        matched, extra = identity_pair(
+            source, target, own_id=lambda trace: trace.trace_id,
+            carried_id=lambda trace: trace.tags.get(TRACE_ID_TAG) or trace.metadata.get(TRACE_ID_TAG),
+            source_key=_trace_key, target_key=_trace_key)
         for trace in source:
             path = f"{pair.path}/traces/{trace.trace_id}"
             other = matched.get(trace.trace_id)
-            if other is None:
-                candidates = fingerprints.get((trace.request_time, trace.name))
-                other = candidates.pop(0) if candidates else None
             if other is None:
                 self.add(Status.MISSING, "trace", path, pair.name)
                 continue
@@ -635,10 +613,9 @@ class Comparison:
                 self.add(Status.DIFFERS, "trace", path, pair.name, detail="; ".join(problems))
             else:
                 self.add(Status.SAME, "trace", path, pair.name)
-        for traces in fingerprints.values():
-            for trace in traces:
-                self.add(Status.EXTRA, "trace", f"{pair.path}/traces/{trace.trace_id}", pair.name,
-                         detail="only in target")
+        for trace in extra:
+            self.add(Status.EXTRA, "trace", f"{pair.path}/traces/{trace.trace_id}", pair.name,
+                     detail="only in target")
 
     def trace_differences(self, source: TraceRecord, target: TraceRecord) -> list[str]:
         problems = []
@@ -703,7 +680,7 @@ class Comparison:
         source_labels = unique_labels({d.dataset_id: d.name for d in source})
         target_labels = unique_labels({d.dataset_id: d.name for d in target})
         for copy in target:  # names need not be unique: a copy pairs with the source dataset it names
-            copied_from = copy.tags.get(SOURCE_DATASET_ID_TAG)
+            copied_from = copy.tags.get(DATASET_ID_TAG)
             if copied_from in source_labels:
                 target_labels[copy.dataset_id] = source_labels[copied_from]
         by_label = {target_labels[d.dataset_id]: d for d in target}
@@ -758,6 +735,10 @@ def _records_difference(source: list[dict], target: list[dict]) -> str:
 
 def _fingerprint(run: RunRecord) -> tuple:
     return run.name, run.start_time, tuple(sorted(run.params.items()))
+
+
+def _trace_key(trace: TraceRecord) -> tuple:
+    return trace.request_time, trace.name
 
 
 def _ordered(points: list[MetricPoint]) -> list[MetricPoint]:

@@ -1,6 +1,6 @@
 """Reading an export directory written by ``mlflow-sync export`` as one side of a validation.
 
-The directory format is migrate's (docs/export-format.md, ``mlflow_sync.migrate.layout``):
+The directory format is migrate's (docs/export-format.md, ``mlflow_sync.export_format``):
 objects are stored under their source ids, so a server validated against its own export
 matches object by object on identical ids. Everything is read from local files: no requests.
 Evaluation datasets are compared when the manifest counts them (exports of an MLflow 3 source
@@ -17,8 +17,7 @@ from pathlib import Path
 
 from mlflow_sync import s3
 from mlflow_sync.errors import UsageError
-from mlflow_sync.migrate.layout import ExportLayout, decode_float, read_json
-from mlflow_sync.migrate.manifest import load_manifest, sha256_of
+from mlflow_sync.export_format import ExportLayout, decode_float, load_manifest, read_json, sha256_of
 from mlflow_sync.validate.reader import (
     dataset_record_content,
     s3_artifact_checksum,
@@ -73,7 +72,7 @@ class ExportReader:
         self.unsupported_checks = frozenset() if has_datasets else frozenset({"evaluation_datasets"})
         self.display = display or f"export {self.layout.root}"
         self._remote_root = s3.parse_s3_uri(artifacts_at) if artifacts_at else None
-        self._histories: dict[str, dict[str, list[MetricPoint]]] = {}
+        self.histories: dict[str, dict[str, list[MetricPoint]]] = {}
         self._model_inputs: dict[str, list[str]] = {}
 
     def requests_by_endpoint(self) -> dict[str, int]:
@@ -90,7 +89,7 @@ class ExportReader:
         info = data["info"]
         histories = {key: [MetricPoint(step, timestamp, decode_float(value)) for step, timestamp, value in points]
                      for key, points in (data.get("metrics") or {}).items()}
-        self._histories[info["run_id"]] = histories
+        self.histories[info["run_id"]] = histories
         inputs = data.get("inputs") or {}
         self._model_inputs[info["run_id"]] = list(inputs.get("models") or [])
         return RunRecord(
@@ -119,7 +118,7 @@ class ExportReader:
         return self._remote_root.child(f"{object_dir.relative_to(self.layout.root).as_posix()}/artifacts").uri
 
     def metric_history(self, run: RunRecord, key: str) -> list[MetricPoint]:
-        return self._histories.get(run.run_id, {}).get(key, [])
+        return self.histories.get(run.run_id, {}).get(key, [])
 
     def model_inputs(self, run: RunRecord) -> list[str]:
         return self._model_inputs.get(run.run_id, [])

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from mlflow_sync.errors import UsageError
 
 CHECKS = ("experiments", "runs", "artifacts", "logged_models", "registered_models", "traces", "prompts",
           "evaluation_datasets")
 """Everything ``--checks`` can select; all of them by default."""
-
-SOURCE_RUN_ID_TAG = "mlflow_exim.run_info.run_id"
-"""Written by the importer on every target run: the source run's id (mlflow-export-import naming)."""
-SOURCE_MODEL_ID_TAG = "mlflow_exim.logged_model.model_id"
-"""Written by the importer on every target logged model: the source model's id."""
-SOURCE_TRACE_ID_TAG = "mlflow_exim.trace_info.trace_id"
-"""Written by the importer on every target trace: the source trace's id."""
-SOURCE_DATASET_ID_TAG = "mlflow_exim.evaluation_dataset.dataset_id"
-"""Written by the importer on every target evaluation dataset: the source dataset's id."""
 
 DEFAULT_IGNORED_TAGS = (
     "mlflow_sync.*",          # added by mlflow-sync itself (idempotency keys of safe creates)
@@ -56,7 +47,6 @@ class ValidateOptions:
     ignore_paths: tuple[str, ...] = ()
     workers: int = 8
     skip_kinds: frozenset[str] = frozenset()  # kinds the job left out on purpose (--skip-kind)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
         unknown = sorted(set(self.checks) - set(CHECKS))
@@ -84,7 +74,6 @@ class ValidateOptions:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.pop("extra")
         data["checks"] = list(self.checks)
         data["ignore_tags"] = list(self.ignore_tags)
         data["ignore_paths"] = list(self.ignore_paths)

@@ -20,15 +20,18 @@ import logging
 import math
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from mlflow_sync import s3
-from mlflow_sync.connection import Server, paged
+from mlflow_sync.artifacts import list_entries
+from mlflow_sync.connection import Server
+from mlflow_sync.export_format import sha256_of
 from mlflow_sync.histories import MAX_RUNS_PER_REQUEST, HistoryReader
+from mlflow_sync.paging import paged, paged_json
 from mlflow_sync.registry import registered_models
-from mlflow_sync.migrate.manifest import sha256_of
 from mlflow_sync.validate.records import (
     ArtifactEntry,
     AssessmentRecord,
@@ -119,16 +122,10 @@ class ServerReader:
     def _runs_from_rest(self, experiment_id: str) -> list[RunRecord]:
         """Paged ``runs/search`` read as plain JSON: turning 1,000 runs per page into MLflow entities
         (protobuf parsing) costs more client time than the server takes to answer."""
-        records, token = [], None
-        while True:
-            body = {"experiment_ids": [experiment_id], "run_view_type": "ALL", "max_results": RUNS_PAGE_SIZE}
-            if token:
-                body["page_token"] = token
-            page = self.server.call("POST", "/api/2.0/mlflow/runs/search", body)
-            records.extend(_run_record_from_json(run) for run in page.get("runs", []))
-            token = page.get("next_page_token")
-            if not token:
-                return records
+        body = {"experiment_ids": [experiment_id], "run_view_type": "ALL", "max_results": RUNS_PAGE_SIZE}
+        pages = paged_json(lambda page_body: self.server.call("POST", "/api/2.0/mlflow/runs/search", page_body),
+                           "runs", body)
+        return [_run_record_from_json(run) for run in pages]
 
     def history_prefetches(self, runs: list[RunRecord]) -> list[Callable[[], None]]:
         """Jobs that read these runs' histories in bulk (one request per metric key and 100 runs),
@@ -164,31 +161,17 @@ class ServerReader:
 
     # -- artifacts ---------------------------------------------------------------------------
 
-    def _repository(self, artifact_uri: str):
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        return get_artifact_repository(artifact_uri, tracking_uri=self.server.tracking_uri)
-
     def artifacts(self, artifact_uri: str) -> dict[str, ArtifactEntry]:
         if s3.is_s3_uri(artifact_uri):
             return s3_artifacts(artifact_uri)
-        repository = self._repository(artifact_uri)
-        entries: dict[str, ArtifactEntry] = {}
-        pending = [None]
-        while pending:
-            directory = pending.pop()
-            for info in repository.list_artifacts(directory):
-                if info.is_dir:
-                    pending.append(info.path)
-                else:
-                    entries[info.path] = ArtifactEntry(info.path, info.file_size)
-        return entries
+        return {info.path: ArtifactEntry(info.path, info.file_size)
+                for info in list_entries(self.server.artifact_repository(artifact_uri))}
 
     def artifact_sha256(self, artifact_uri: str, path: str) -> str:
         if s3.is_s3_uri(artifact_uri):
             return s3_artifact_sha256(artifact_uri, path)
         with tempfile.TemporaryDirectory(prefix="mlflow-sync-validate-") as scratch:
-            return sha256_of(Path(self._repository(artifact_uri).download_artifacts(path, dst_path=scratch)))
+            return sha256_of(Path(self.server.artifact_repository(artifact_uri).download_artifacts(path, dst_path=scratch)))
 
     def artifact_checksum(self, artifact_uri: str, path: str) -> str | None:
         return s3_artifact_checksum(artifact_uri, path) if s3.is_s3_uri(artifact_uri) else None

@@ -7,30 +7,25 @@ destination and renames it, so an interrupted run never leaves a half-written re
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from mlflow_sync import files
 from mlflow_sync.errors import UsageError
 from mlflow_sync.redact import redact
 from mlflow_sync.validate.results import SUMMARY_COLUMNS, Report, Status
 
 
 def write_atomically(path: str | Path, text: str) -> Path:
+    """A report file, redacted and written atomically; an unwritable path is a usage error."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"report path {str(path)!r} is a directory")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(redact(text))
-        os.replace(temporary, path)
+        return files.write_atomically(path, redact(text))
     except OSError as exc:
         raise UsageError(f"cannot write report {str(path)!r}: {exc.strerror or exc}") from None
-    return path
 
 
 def write_json(report: Report, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ shows them and ``--snapshot ID`` takes them; ``#latest`` is the default spelled 
 
 Sides other than servers are read from a temporary local copy, removed afterwards: an S3
 export's metadata (its artifacts stay on S3 and are listed and hashed there), or a snapshot
-rebuilt by :func:`mlflow_sync.migrate.snapshot.materialize`, which checks each file's sha256.
+rebuilt by :func:`mlflow_sync.sync.snapshot.materialize`, which checks each file's sha256.
 A snapshot with a damaged or missing file is refused, as ``snapshot restore`` refuses it
 without ``--force``. Artifact files are only copied when the artifacts check runs.
 """
@@ -31,8 +31,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlflow_sync import s3
-from mlflow_sync.errors import MismatchError, UsageError
-from mlflow_sync.migrate.layout import MANIFEST, is_temporary
+from mlflow_sync.errors import UsageError
+from mlflow_sync.export_format import MANIFEST, is_temporary
 from mlflow_sync.validate.options import ValidateOptions
 
 SNAPSHOT_MARK = "#"
@@ -165,20 +165,10 @@ def fetch_export_metadata(uri: str, local: Path, *, workers: int) -> int:
 
 def materialize_snapshot(side: Side, local: Path, options: ValidateOptions) -> str:
     """Rebuild the snapshot's export in ``local`` (checked file by file); returns the snapshot id."""
-    from mlflow_sync.migrate.snapshot import materialize, open_snapshot
-    from mlflow_sync.migrate.snapshot_store import blob_key
+    from mlflow_sync.sync import rebuild_export
     from mlflow_sync.validate.export_reader import is_artifact_file
 
-    store, snapshot, listing = open_snapshot(side.location, side.snapshot_id)
-    files = snapshot["export_manifest"]["files"]
-    if not options.wants("artifacts"):
-        files = {relative: info for relative, info in files.items() if not is_artifact_file(relative)}
-    absent = {blob_key(i["sha256"]) for i in files.values() if listing.get(blob_key(i["sha256"])) != i["size"]}
-    selected = {**snapshot, "export_manifest": {**snapshot["export_manifest"], "files": files}}
-    rebuilt = materialize(store, selected, local, leave_out=absent, workers=options.workers)
-    damaged = sorted(set(files) - set(rebuilt["files"]))
-    if damaged:
-        raise MismatchError(f"snapshot {snapshot['id']} at {store.uri} is damaged: {len(damaged)} file(s) missing or "
-                            f"failing their checksum (first: {damaged[0]}); not validating against it (see "
-                            "`mlflow-sync snapshot verify`)")
-    return snapshot["id"]
+    def wanted(relative: str) -> bool:
+        return options.wants("artifacts") or not is_artifact_file(relative)
+
+    return rebuild_export(side.location, side.snapshot_id, local, keep=wanted, workers=options.workers)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_migrate as bench  # noqa: E402
+
 from tests.harness import MlflowServer, MotoServer  # noqa: E402
 
 WINDOW = 2.0  # seconds per timeline bucket

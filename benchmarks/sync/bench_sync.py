@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mlflow_sync.connection import connect  # noqa: E402
-from mlflow_sync.migrate.snapshot import create_snapshot, restore_snapshot, verify_snapshots  # noqa: E402
-from mlflow_sync.migrate.sync import sync  # noqa: E402
+from mlflow_sync.sync.incremental import sync  # noqa: E402
+from mlflow_sync.sync.snapshot import create_snapshot, restore_snapshot, verify_snapshots  # noqa: E402
 from tests.harness import MlflowServer, MotoServer  # noqa: E402
 from tests.migrate.conftest import build_plain_runs  # noqa: E402
 

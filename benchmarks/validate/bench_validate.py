@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mlflow_sync.connection import connect  # noqa: E402
+from mlflow_sync.identity import RUN_ID_TAG  # noqa: E402
 from mlflow_sync.validate import ValidateOptions, validate  # noqa: E402
-from mlflow_sync.validate.options import SOURCE_RUN_ID_TAG  # noqa: E402
 from tests.harness import MlflowServer, MotoServer, aws_env  # noqa: E402
 
 PARAMS, METRICS = 5, 3
@@ -58,7 +58,7 @@ def fill(server: MlflowServer, experiment_id: str, runs: list[str], *, source_ta
                                f"({', '.join([mark] * 6)})", metric_rows)
         tags = [("mlflow.runName", f"run-{i}", run_id) for i, run_id in enumerate(runs)]
         if source_tag:
-            tags += [(SOURCE_RUN_ID_TAG, run_id, run_id) for run_id in runs]
+            tags += [(RUN_ID_TAG, run_id, run_id) for run_id in runs]
         cursor.executemany(f"INSERT INTO tags (key, value, run_uuid) VALUES ({mark}, {mark}, {mark})", tags)
         connection.commit()
     finally:

@@ -174,7 +174,7 @@ def test_without_the_sdk_the_command_says_how_to_install_it(offline, monkeypatch
 
 @pytest.mark.parametrize("args, message", [
     (["--role", "pipeline-role"], "is not an IAM role ARN"),
-    (["--role", ROLE, "--default", "HFTask"], "expected NAME=VALUE"),
+    (["--role", ROLE, "--default", "HFTask"], "must look like NAME=VALUE"),
     (["--role", ROLE, "--default", "ModelName=x"], "unknown pipeline parameter(s): ModelName"),
     (["--role", ROLE, "--name", "bad_name"], "letters, digits and single hyphens"),
 ])

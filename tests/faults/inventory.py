@@ -6,8 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from mlflow_sync.migrate.importer import LOGGED_MODEL_ID_TAG, MODEL_VERSION_TAG, PROMPT_VERSION_TAG, RUN_ID_TAG
-from mlflow_sync.migrate.traces import TRACE_ID_TAG
+from mlflow_sync.identity import LOGGED_MODEL_ID_TAG, MODEL_VERSION_TAG, PROMPT_VERSION_TAG, RUN_ID_TAG, TRACE_ID_TAG
 
 SUMMARY = Path(__file__).resolve().parents[2] / "test-artifacts" / "faults-summary.json"
 

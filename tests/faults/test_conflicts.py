@@ -6,7 +6,7 @@ import json
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
-from mlflow_sync.migrate.importer import MODEL_VERSION_TAG, RUN_ID_TAG
+from mlflow_sync.identity import MODEL_VERSION_TAG, RUN_ID_TAG
 from tests.faults.inventory import record_summary
 
 

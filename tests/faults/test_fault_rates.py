@@ -103,3 +103,26 @@ def test_convert_at_five_percent_faults_registers_exactly_one_version(mlflow_ser
     assert len(client.search_logged_models(experiment_ids=[experiment.experiment_id])) == 1
     record_summary("convert_5pct", requests=server.counter.total, faults=dict(faults.injected),
                    versions=len(versions), lost=0)
+
+
+def test_validate_stops_with_exit_3_when_a_side_stays_unavailable(mlflow_server, tmp_path, quick_profile):
+    """Issue 13: validate during an outage used to turn every remaining read into a `!` result, each
+    after waiting out the retry budget, then exit 4. It now stops once a side stayed unavailable for
+    the whole budget: exit 3 in one line, like migrate, after about one budget, with no report."""
+    source_server, target_server = mlflow_server(), mlflow_server()
+    build_plain_runs(connect(source_server.url, role="source").client, 6)
+    assert main(["migrate", "--source", source_server.url, "--target", target_server.url, "--work-dir",
+                 str(tmp_path / "work"), "--config", quick_profile, "--quiet"]) == 0
+    outage = RandomFaults(1.0, seed=5, timeout=CLIENT_TIMEOUT + 1)
+    target_server.counter.reset()
+    target_server.proxy.faults = lambda request: (
+        outage(request) if target_server.counter.count("runs/search") >= 1 else None)
+    small_budget = write_profile(tmp_path / "budget.yaml", max_total_seconds=3, max_attempts=50)
+
+    started = time.monotonic()
+    result = run_cli("validate", "--source", source_server.url, "--target", target_server.url, "--config",
+                     small_budget, "--metric-history", "--report-json", str(tmp_path / "validation.json"))
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 60
+    assert_one_line_error(result.stderr, "target")
+    assert not (tmp_path / "validation.json").exists()  # no report that would read as "differs"

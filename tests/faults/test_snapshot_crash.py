@@ -21,9 +21,9 @@ import pytest
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
+from mlflow_sync.export_format import sha256_of
 from mlflow_sync.migrate.demo_data import build_rich_source
-from mlflow_sync.migrate.manifest import sha256_of
-from mlflow_sync.migrate.snapshot import STAGING_PREFIX
+from mlflow_sync.sync.snapshot import STAGING_PREFIX
 from tests.faults.inventory import assert_exactly_once, record_summary
 from tests.faults.killing import KillPoint, kill_at
 from tests.faults.test_fault_rates import RICH_SOURCE

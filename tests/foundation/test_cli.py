@@ -56,6 +56,20 @@ def test_info_human_and_json(shared_mlflow_server, capsys):
     assert data["kind"] == "http" and data["capabilities"]["traces"] is True and data["mlflow_version"]
 
 
+def test_info_paces_its_requests_by_the_profile(shared_mlflow_server, tmp_path):
+    """Issue 13: `info` ignored the profile's request budget (only --max-rps counted)."""
+    from mlflow_sync import budget
+
+    url = shared_mlflow_server.url
+    profile = tmp_path / "paced.yaml"
+    profile.write_text(f"source:\n  uri: {url}\n  max_rps: 7.5\ntarget:\n  max_rps: 3\n")
+    limiters_before = set(budget._limiters)
+    assert main(["info", url, "--config", str(profile), "--quiet"]) == 0
+    assert {rps for _, rps in set(budget._limiters) - limiters_before} == {7.5}  # the side with this URI
+    assert main(["info", url, "--max-rps", "11", "--config", str(profile), "--quiet"]) == 0
+    assert any(rps == 11.0 for _, rps in budget._limiters)
+
+
 @pytest.mark.parametrize(
     "args, code, words",
     [

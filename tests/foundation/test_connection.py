@@ -14,7 +14,7 @@ from mlflow_sync.budget import CONCURRENT_LOG_BATCHES
 from mlflow_sync.config import RetrySettings
 from mlflow_sync.connection import connect
 from mlflow_sync.errors import ConnectionFailure
-from tests.harness import Delay, FaultRule, Respond, ResetAfterForward
+from tests.harness import Delay, FaultRule, ResetAfterForward, Respond
 
 FAST_RETRY = RetrySettings(max_attempts=5, initial_wait=0.05, max_wait=2, max_total_seconds=20, timeout=10)
 

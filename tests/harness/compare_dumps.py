@@ -8,7 +8,8 @@ made, so a fill summary can be checked against a dump of the filled server.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 KINDS = (
     "experiments",

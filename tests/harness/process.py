@@ -8,8 +8,8 @@ import socket
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import requests
 
@@ -33,7 +33,7 @@ def clean_environ() -> dict[str, str]:
 
 def tail(path: Path, lines: int = 50) -> str:
     try:
-        with open(path, "r", errors="replace") as fh:
+        with open(path, errors="replace") as fh:
             return "".join(deque(fh, maxlen=lines))
     except FileNotFoundError:
         return ""

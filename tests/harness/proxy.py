@@ -17,10 +17,10 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Mapping, Union
 from urllib.parse import urlsplit
 
 _log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class DropAfter:
     seconds: float
 
 
-FaultAction = Union[Respond, ResetBeforeForward, ResetAfterForward, Delay, DelayAfterForward, DropAfter]
+FaultAction = Respond | ResetBeforeForward | ResetAfterForward | Delay | DelayAfterForward | DropAfter
 
 
 @dataclass
@@ -237,7 +237,7 @@ class ProxyRequest:
         return urlsplit(self.target).query
 
 
-FaultHook = Callable[[ProxyRequest], Union[FaultAction, None]]
+FaultHook = Callable[[ProxyRequest], FaultAction | None]
 
 
 class FaultRule:

@@ -11,8 +11,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import requests
 

@@ -8,8 +8,8 @@ import json
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
+from mlflow_sync.identity import DATASET_ID_TAG
 from mlflow_sync.migrate.demo_data import EVALUATION_RECORDS
-from mlflow_sync.migrate.importer import DATASET_ID_TAG
 
 
 def _build_source(client) -> dict:

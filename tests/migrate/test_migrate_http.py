@@ -11,13 +11,11 @@ import sys
 import time
 from collections import Counter
 
-import pytest
-
-from tests.harness import Respond
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
+from mlflow_sync.identity import RUN_ID_TAG
 from mlflow_sync.migrate.demo_data import LONG_VALUE, build_rich_source
-from mlflow_sync.migrate.importer import RUN_ID_TAG
+from tests.harness import Respond
 from tests.migrate.conftest import build_plain_runs
 
 

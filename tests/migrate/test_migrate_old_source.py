@@ -8,8 +8,8 @@ import json
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
+from mlflow_sync.identity import RUN_ID_TAG
 from mlflow_sync.migrate.demo_data import build_rich_source
-from mlflow_sync.migrate.importer import RUN_ID_TAG
 from tests.harness import FaultRule, Respond
 from tests.migrate.conftest import all_runs
 

@@ -11,12 +11,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import mlflow
 import pytest
 
-import mlflow
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
-from mlflow_sync.migrate.importer import EXPERIMENT_ID_TAG, RUN_ID_TAG
+from mlflow_sync.identity import EXPERIMENT_ID_TAG, RUN_ID_TAG
 from tests.migrate.conftest import all_runs
 
 JANUARY, JUNE = 1_704_067_200_000, 1_717_200_000_000  # 2024-01-01, 2024-06-01 (UTC)
@@ -178,3 +178,35 @@ def test_migrate_without_work_dir_keeps_its_state_per_pair_and_resumes_there(sma
     assert list((tmp_path / "home" / "migrate").iterdir()) == [work]
     rerun = json.loads((work / "report.json").read_text())["counts"]
     assert rerun["imported"] == {} and rerun["already_there"]["runs"] == imported["runs"]
+
+
+def test_filtered_migrate_validates_exactly_the_selection(small_source, mlflow_server, tmp_path, monkeypatch):
+    """Issue 13: `migrate --experiment X` used to skip validation and exit 0. It now validates the
+    target against the selection it exported: what the filters left out is not reported missing,
+    and a run of the selection that did not arrive makes the job exit 4, named in the report."""
+    from mlflow_sync.migrate.importer import Importer
+
+    source_server, runs = small_source
+    target_server = mlflow_server()
+    work = tmp_path / "work"
+    args = ["migrate", "--source", source_server.url, "--target", target_server.url, "--experiment", "alpha",
+            "--quiet"]
+    assert main([*args, "--work-dir", str(work)]) == 0
+    report = json.loads((work / "report.json").read_text())
+    assert report["validation"]["ok"] and report["validation"]["against"].startswith("selection exported to")
+    validation = json.loads((work / "validation.json").read_text())
+    compared_runs = {r["path"] for r in validation["results"] if r["kind"] == "run"}
+    assert compared_runs == {"experiments/alpha/runs/alpha-jan", "experiments/alpha/runs/alpha-jun"}  # not beta
+
+    create_run = Importer._create_run
+
+    def losing_alpha_jan(self, record, experiment_id):  # an importer that silently drops one run
+        return True if record["info"]["run_id"] == runs["alpha-jan"] else create_run(self, record, experiment_id)
+
+    monkeypatch.setattr(Importer, "_create_run", losing_alpha_jan)
+    lossy_target = mlflow_server()
+    lossy_work = tmp_path / "lossy"
+    assert main([*args[:4], lossy_target.url, *args[5:], "--work-dir", str(lossy_work)]) == 4
+    validation = json.loads((lossy_work / "validation.json").read_text())
+    missing = [r["path"] for r in validation["results"] if r["status"] == "+"]
+    assert missing == ["experiments/alpha/runs/alpha-jan"]

@@ -12,8 +12,8 @@ import pytest
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
+from mlflow_sync.identity import RUN_ID_TAG
 from mlflow_sync.migrate.demo_data import build_rich_source
-from mlflow_sync.migrate.importer import RUN_ID_TAG
 from tests.migrate.conftest import all_runs, build_plain_runs
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import pytest
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
-from mlflow_sync.migrate.importer import LOGGED_MODEL_ID_TAG, RUN_ID_TAG
+from mlflow_sync.identity import LOGGED_MODEL_ID_TAG, RUN_ID_TAG
 from mlflow_sync.migrate.upstream import DEFECTS
 from tests.migrate.conftest import all_runs
 

@@ -138,3 +138,55 @@ def test_snapshot_to_s3_create_verify_restore(moto, mlflow_server, tmp_path, cap
     moto.boto3_client("s3").put_object(Bucket="snapshots-test", Key=key, Body=b"tampered")
     assert main(["snapshot", "verify", "--from", location, "--quiet"]) == 4
     assert key in capsys.readouterr().err
+
+
+def test_one_repo_option_and_dry_runs_that_write_nothing(mlflow_server, tmp_path, capsys, monkeypatch):
+    """Issue 13: the repository is --repo on every snapshot command (or MLFLOW_SYNC_REPO), and
+    `snapshot create`, `snapshot restore` and `sync` have a --dry-run that writes nothing."""
+    source_server, target_server = mlflow_server(), mlflow_server()
+    build_plain_runs(connect(source_server.url, role="source").client, 3)
+    repo = tmp_path / "repo"
+
+    capsys.readouterr()
+    assert main(["snapshot", "create", "--source", source_server.url, "--repo", str(repo), "--dry-run",
+                 "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["counts"]["runs"] == 3 and plan["snapshots_in_repo"] == 0
+    assert not repo.exists()
+
+    assert main(["snapshot", "create", "--source", source_server.url, "-r", str(repo), "--quiet"]) == 0
+    monkeypatch.setenv("MLFLOW_SYNC_REPO", str(repo))
+    assert main(["snapshot", "verify", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["snapshot", "list", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+
+    target_server.counter.reset()
+    work = tmp_path / "restore"
+    assert main(["snapshot", "restore", "--target", target_server.url, "--work-dir", str(work), "--dry-run",
+                 "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["snapshot"] == listed["id"] and plan["counts"] == listed["counts"]
+    assert plan["files_missing_from_repo"] == [] and plan["resumes"] is False
+    assert not work.exists()
+    writes = [r.path for r in target_server.counter.snapshot() if r.method == "POST" and not r.path.endswith("search")]
+    assert writes == []
+
+    sync_work = tmp_path / "sync"
+    assert main(["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(sync_work),
+                 "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["first"] is True and plan["changes"]["new_runs"] == 3
+    assert not sync_work.exists()
+    with connect(target_server.url, role="target") as target:
+        assert [e.name for e in target.client.search_experiments()] == ["Default"]
+
+    assert main(["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(sync_work),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir", str(sync_work),
+                 "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["first"] is False and plan["changes"]["new_runs"] == 0
+    monkeypatch.delenv("MLFLOW_SYNC_REPO")
+    assert main(["snapshot", "list"]) == 2  # no repository named: one clear line

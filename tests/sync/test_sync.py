@@ -14,8 +14,8 @@ import pytest
 
 from mlflow_sync.cli import main
 from mlflow_sync.connection import connect
-from mlflow_sync.migrate.importer import RUN_ID_TAG
-from mlflow_sync.migrate.sync_state import SyncLock
+from mlflow_sync.identity import RUN_ID_TAG
+from mlflow_sync.sync.state import SyncLock
 from tests.migrate.conftest import build_plain_runs
 from tests.sync.conftest import register_versions
 
@@ -99,7 +99,7 @@ def test_sync_copies_everything_then_exactly_the_changes(mlflow_server, tmp_path
 
 def test_overlap_setting_decides_how_far_back_a_sync_looks_for_runs_from_late_clocks(mlflow_server, tmp_path,
                                                                                       monkeypatch):
-    from mlflow_sync.migrate import sync_changes
+    from mlflow_sync.sync import changes as sync_changes
 
     source_server, target_server = mlflow_server(), mlflow_server()
     source = connect(source_server.url, role="source").client

@@ -23,11 +23,10 @@ from mlflow.entities import (
     Param,
     ViewType,
 )
-
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from mlflow_sync.connection import Server
-from mlflow_sync.validate.options import SOURCE_MODEL_ID_TAG, SOURCE_RUN_ID_TAG, SOURCE_TRACE_ID_TAG
+from mlflow_sync.identity import LOGGED_MODEL_ID_TAG, RUN_ID_TAG, TRACE_ID_TAG
 
 T0 = 1_700_000_000_000  # fixed epoch ms so copies are reproducible
 DATASET_RECORDS = [
@@ -125,7 +124,7 @@ def faithful_copy(source: Server, target: Server, *, skip_runs: tuple[str, ...] 
             if run.info.run_name in skip_runs:
                 continue
             tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
-            tags[SOURCE_RUN_ID_TAG] = run.info.run_id
+            tags[RUN_ID_TAG] = run.info.run_id
             copy = dst.create_run(target_exp, start_time=run.info.start_time, tags=tags, run_name=run.info.run_name)
             new_id = copy.info.run_id
             run_map[run.info.run_id] = new_id
@@ -144,7 +143,7 @@ def faithful_copy(source: Server, target: Server, *, skip_runs: tuple[str, ...] 
         for model in src.search_logged_models([source_exp]):
             copy = dst.create_logged_model(
                 target_exp, name=model.name, source_run_id=run_map.get(model.source_run_id),
-                params=model.params, tags={**model.tags, SOURCE_MODEL_ID_TAG: model.model_id},
+                params=model.params, tags={**model.tags, LOGGED_MODEL_ID_TAG: model.model_id},
                 model_type=model.model_type)
             dst.finalize_logged_model(copy.model_id, "READY")
             model_map[model.model_id] = copy.model_id
@@ -206,7 +205,7 @@ def faithful_copy(source: Server, target: Server, *, skip_runs: tuple[str, ...] 
             for trace in src.search_traces(locations=[source_exp]):
                 root = trace.data.spans[0]
                 tags = {k: v for k, v in trace.info.tags.items() if k not in COPIED_TRACE_TAGS_SKIP}
-                tags[SOURCE_TRACE_ID_TAG] = trace.info.trace_id
+                tags[TRACE_ID_TAG] = trace.info.trace_id
                 span = dst.start_trace(root.name, inputs=root.inputs, tags=tags, experiment_id=target_exp,
                                        start_time_ns=root.start_time_ns,
                                        run_id=run_map.get(trace.info.trace_metadata.get("mlflow.sourceRun")))

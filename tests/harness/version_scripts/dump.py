@@ -179,7 +179,7 @@ def log_model_history(value: str):
 
 def dump_runs(experiments: dict) -> dict:
     raw = []
-    for experiment_id, experiment in experiment_names.items():
+    for experiment_id, _experiment in experiment_names.items():
         raw.extend(
             paged(
                 lambda token, eid=experiment_id: client.search_runs(

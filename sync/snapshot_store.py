@@ -21,8 +21,7 @@ from pathlib import Path
 
 from mlflow_sync import s3
 from mlflow_sync.errors import UsageError
-from mlflow_sync.migrate.layout import is_temporary, write_json
-from mlflow_sync.migrate.manifest import sha256_of
+from mlflow_sync.export_format import is_temporary, sha256_of, write_json
 
 BLOBS = "blobs"
 SNAPSHOTS = "snapshots"

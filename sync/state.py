@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mlflow_sync.connection import Server
 from mlflow_sync.errors import SyncError, UsageError
-from mlflow_sync.migrate.layout import read_json, write_json
+from mlflow_sync.export_format import read_json, write_json
 
 log = logging.getLogger(__name__)
 

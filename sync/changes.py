@@ -34,20 +34,19 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mlflow_sync.connection import Server, paged
-from mlflow_sync.migrate.exporter import (
+from mlflow_sync.connection import Server
+from mlflow_sync.export_format import ExportLayout, build_manifest, write_json
+from mlflow_sync.journal import Journal
+from mlflow_sync.migrate import (
     HISTORY_RUNS_PER_REQUEST,
     Exporter,
-    _quote,
     logged_model_record,
     prompt_record,
     registered_model_record,
 )
-from mlflow_sync.migrate.journal import Journal
-from mlflow_sync.migrate.layout import ExportLayout, write_json
-from mlflow_sync.migrate.manifest import build_manifest
-from mlflow_sync.migrate.sync_state import SyncState
-from mlflow_sync.registry import registered_models
+from mlflow_sync.paging import paged, quoted
+from mlflow_sync.registry import aliases_of, registered_models
+from mlflow_sync.sync.state import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +71,7 @@ def run_fingerprint(run) -> str:
 
 def model_state(model, versions) -> dict:
     """What the state keeps of a registered model or prompt, to see alias moves and edits next time."""
-    from mlflow_sync.migrate.exporter import _aliases_dict
-
-    aliases = {alias: str(version) for alias, version in _aliases_dict(model).items()}
+    aliases = {alias: str(version) for alias, version in aliases_of(model).items()}
     return {
         "fingerprint": fingerprint(model.description, dict(model.tags), aliases,
                                    getattr(model, "last_updated_timestamp", None)),
@@ -196,7 +193,7 @@ class ChangeFinder:
             fp = fingerprint(experiment.name, experiment.lifecycle_stage, dict(experiment.tags))
             self.delta.experiment_fingerprints[source_id] = fp
             self.delta.experiments.append(experiment)
-            self.exporter._export_experiment(experiment)
+            self.exporter.export_experiment(experiment)
             if not journaled:
                 self.delta.new_experiments.append(source_id)
             elif self.state.experiments.get(source_id) not in (None, fp):
@@ -277,9 +274,9 @@ class ChangeFinder:
     def _export_runs(self, runs) -> None:
         for start in range(0, len(runs), HISTORY_RUNS_PER_REQUEST):
             chunk = runs[start:start + HISTORY_RUNS_PER_REQUEST]
-            histories = self.exporter._histories(chunk)
+            histories = self.exporter.histories(chunk)
             with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(lambda run: self.exporter._export_one_run(run, histories[run.info.run_id]), chunk))
+                list(pool.map(lambda run, h=histories: self.exporter.export_run(run, h[run.info.run_id]), chunk))
         self.exporter.outcome.raise_if_failed(f"export of changed runs from {self.source.display}")
 
     # -- logged models and traces ----------------------------------------------------------------
@@ -297,7 +294,7 @@ class ChangeFinder:
             if done:
                 self.delta.changed_logged_models.append(model.model_id)
             model_dir = self.layout.logged_model_dir(model.model_id)
-            artifacts = self.exporter._download(model.artifact_location, model_dir / "artifacts")
+            artifacts = self.exporter.download(model.artifact_location, model_dir / "artifacts")
             write_json(model_dir / "logged_model.json", logged_model_record(model, artifacts))
             self.delta.logged_models[model.model_id] = fp
 
@@ -341,11 +338,11 @@ class ChangeFinder:
                     and not pending_deletions:
                 continue
             if is_prompt:
-                record = prompt_record(model, self.exporter._prompt_versions(model))
+                record = prompt_record(model, self.exporter.prompt_versions(model))
                 path = self.layout.prompt_file(model.name)
             else:
                 versions = paged(lambda t, name=model.name: self.client.search_model_versions(
-                    f"name = '{_quote(name)}'", max_results=10000, page_token=t))
+                    f"name = {quoted(name)}", max_results=10000, page_token=t))
                 record = registered_model_record(model, versions)
                 path = self.layout.registered_model_file(model.name)
             state = model_state(model, record["versions"])

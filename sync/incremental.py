@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,13 +25,12 @@ from pathlib import Path
 from mlflow_sync import output
 from mlflow_sync.config import DEFAULT_SYNC_OVERLAP_MINUTES
 from mlflow_sync.connection import Server
-from mlflow_sync.migrate.importer import ImportOptions, Importer
-from mlflow_sync.migrate.journal import CREATED, Journal
-from mlflow_sync.migrate.layout import ExportLayout, write_json
-from mlflow_sync.migrate.outcome import Outcome
-from mlflow_sync.migrate.sync_changes import ChangeFinder, Delta
-from mlflow_sync.migrate.sync_refresh import DELETED, Refresher
-from mlflow_sync.migrate.sync_state import SyncLock, SyncState
+from mlflow_sync.export_format import ExportLayout, write_json
+from mlflow_sync.journal import CREATED, Journal
+from mlflow_sync.migrate import Importer, ImportOptions, Outcome
+from mlflow_sync.sync.changes import ChangeFinder, Delta
+from mlflow_sync.sync.refresh import DELETED, Refresher
+from mlflow_sync.sync.state import SyncLock, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,31 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
         outcome.raise_if_failed(f"sync into {target.display} (report: {work_dir / REPORT}; run again to retry)")
         _advance(state, delta, cycle_start_ms, overlap_ms).save(work_dir)
     return report
+
+
+def plan_sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool = False, workers: int = 8,
+              overlap_minutes: float = DEFAULT_SYNC_OVERLAP_MINUTES, skip_kinds: frozenset[str] = frozenset()) -> dict:
+    """--dry-run of a sync: what the next cycle would carry, found exactly as a cycle finds it (the
+    source is read, the changes are exported to a scratch directory that is then removed); nothing is
+    written to the target or to the work dir, and no lock is taken."""
+    state = SyncState.load(work_dir, source.display, target.display)
+    with tempfile.TemporaryDirectory(prefix="mlflow-sync-plan-") as scratch:
+        if (work_dir / JOURNAL).exists():
+            shutil.copy(work_dir / JOURNAL, Path(scratch) / JOURNAL)
+        journal = Journal(Path(scratch) / JOURNAL)
+        try:
+            layout = ExportLayout(Path(scratch) / DELTA_DIR)
+            finder = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
+                                  overlap_ms=round(overlap_minutes * 60_000),
+                                  carry_deleted_runs="deleted_runs" not in skip_kinds)
+            delta = finder.find_and_export()
+            artifact_bytes = sum(p.stat().st_size for p in layout.root.rglob("*")
+                                 if p.is_file() and "artifacts" in p.relative_to(layout.root).parts)
+        finally:
+            journal.close()
+    return {"source": source.display, "target": target.display, "cycle": state.cycles + 1,
+            "first": state.last_sync_ms is None, "changes": delta.counts(), "artifact_bytes": artifact_bytes,
+            "window": {"since_ms": finder.since, "overlap_minutes": overlap_minutes}}
 
 
 def _apply(delta: Delta, target: Server, layout: ExportLayout, journal: Journal, *, mirror_deletes: bool,
@@ -141,7 +166,7 @@ def _point_versions_at_known_runs(delta: Delta, importer: Importer) -> None:
     """A new version's source may lie under a run imported in an earlier cycle (not in this delta):
     tell the importer that run's source artifact URI, so it maps the version's source onto the target."""
     for run_id, artifact_uri in delta.source_artifact_uris.items():
-        importer._run_sources.setdefault(run_id, {"info": {"artifact_uri": artifact_uri}})
+        importer.run_sources.setdefault(run_id, {"info": {"artifact_uri": artifact_uri}})
 
 
 def _gone_models(delta: Delta, journal: Journal) -> dict[bool, list[str]]:

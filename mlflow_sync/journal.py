@@ -15,7 +15,7 @@ import logging
 import threading
 from pathlib import Path
 
-from mlflow_sync.migrate.layout import write_json
+from mlflow_sync.export_format import write_json
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,16 @@ class Journal:
         self._file = self.path.open("a", encoding="utf-8")
 
     def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                if number == len(lines):
-                    log.info("journal %s: ignoring a torn last line (the previous import was killed)", self.path)
-                    continue
-                raise
+        data = self.path.read_bytes()
+        complete = data.rfind(b"\n") + 1  # a line is written whole with its newline: what follows is torn
+        for line in data[:complete].decode("utf-8").splitlines():
+            entry = json.loads(line)
             key = (entry["kind"], entry["source"])
             self._entries[key] = {**self._entries.get(key, {}), **entry}
+        if complete < len(data):
+            log.info("journal %s: dropping a torn last line (the previous job was killed)", self.path)
+            with self.path.open("r+b") as handle:
+                handle.truncate(complete)
 
     def get(self, kind: str, source: str) -> dict | None:
         with self._lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,13 +24,15 @@ from mlflow_sync.options import (
 )
 from mlflow_sync.state import work_dir_for
 
-SyncWorkDirOpt = Annotated[Optional[Path], typer.Option(
+SyncWorkDirOpt = Annotated[Path | None, typer.Option(
     "--work-dir", "-w", help="Sync state, lock, journal and ID map live here: use the same one every time. "
     "Default: a directory of this source/target pair under $MLFLOW_SYNC_HOME (printed), reused next time.",
     show_default=False)]
-SnapshotsOpt = Annotated[Optional[str], typer.Option(
-    "--from", help="Snapshot location: directory or s3://bucket/prefix.", show_default=False)]
-SnapshotIdOpt = Annotated[Optional[str], typer.Option(
+RepoOpt = Annotated[str | None, typer.Option(
+    "--repo", "-r", "--from", "--to", envvar="MLFLOW_SYNC_REPO",
+    help="The snapshot repository: a directory or s3://bucket/prefix, the same on every snapshot command "
+    "(--from/--to: earlier spellings).", show_default=False)]
+SnapshotIdOpt = Annotated[str | None, typer.Option(
     "--snapshot", help="Snapshot id (see `snapshot list`); default: the latest.", show_default=False)]
 
 snapshot_app = typer.Typer(help="Verifiable point-in-time snapshots: create, list, verify, restore, prune.",
@@ -38,14 +40,13 @@ snapshot_app = typer.Typer(help="Verifiable point-in-time snapshots: create, lis
 
 
 def _show(title: str, data: dict) -> None:
-    from mlflow_sync.migrate.cli import _show_counts
-
-    output.emit(data, _show_counts(title, data))
+    output.emit(data, output.key_values(title, data))
 
 
-def _require(value, message: str):
+def _repo(value: str | None) -> str:
     if not value:
-        raise UsageError(message)
+        raise UsageError("no snapshot repository given: pass --repo DIR or --repo s3://bucket/prefix "
+                         "(or set MLFLOW_SYNC_REPO)")
     return value
 
 
@@ -59,6 +60,7 @@ def sync_command(
                                              "machine that is gone (a dead local process is detected by itself).")] = False,
     overlap_minutes: SyncOverlapOpt = None,
     skip_kind: SkipKindOpt = None,
+    dry_run: DryRunOpt = False,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     config: ConfigOpt = None,
@@ -84,25 +86,28 @@ def sync_command(
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
-    from mlflow_sync.migrate.sync import sync
+    from mlflow_sync.sync import plan_sync, sync
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
     with connect_side(profile, "source", source, max_rps=max_rps) as source_server, \
             connect_side(profile, "target", target, max_rps=max_rps) as target_server:
         work_dir = work_dir_for("sync", work_dir, source_server.display, target_server.display)
-        report = sync(source_server, target_server, work_dir, mirror_deletes=delete,
-                      workers=workers or profile.workers, break_lock=break_lock,
-                      overlap_minutes=profile.sync.overlap_minutes if overlap_minutes is None else overlap_minutes,
-                      skip_kinds=profile.skipped(skip_kind))
+        settings = {"mirror_deletes": delete, "workers": workers or profile.workers,
+                    "overlap_minutes": profile.sync.overlap_minutes if overlap_minutes is None else overlap_minutes,
+                    "skip_kinds": profile.skipped(skip_kind)}
+        if dry_run:
+            _show("sync plan (nothing written)", plan_sync(source_server, target_server, work_dir, **settings))
+            return
+        report = sync(source_server, target_server, work_dir, break_lock=break_lock, **settings)
     _show("sync complete", {k: report[k] for k in ("cycle", "changes", "imported", "seconds")})
 
 
 @snapshot_app.command("create")
 def snapshot_create(
     source: SourceOpt = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="Snapshot location: directory or s3://bucket/prefix.",
-                                              show_default=False)] = None,
+    repo: RepoOpt = None,
+    dry_run: DryRunOpt = False,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     config: ConfigOpt = None,
@@ -110,56 +115,59 @@ def snapshot_create(
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Take a snapshot: stores only the files the location does not hold yet (content-addressed).
+    """Take a snapshot: stores only the files the repository does not hold yet (content-addressed).
 
     Examples:
 
     ```
     mlflow-sync snapshot create --source http://mlflow.internal:5000 \\
-        --to /backups/mlflow
+        --repo /backups/mlflow
 
     mlflow-sync snapshot create -s http://mlflow.internal:5000 \\
-        --to s3://dr-bucket/mlflow-snapshots
+        --repo s3://dr-bucket/mlflow-snapshots
     ```
     """
     from mlflow_sync.config import load_profile
     from mlflow_sync.connection import connect_side
-    from mlflow_sync.migrate.snapshot import create_snapshot
+    from mlflow_sync.sync import create_snapshot, plan_snapshot
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
-    _require(to, "no snapshot location given: pass --to DIR or --to s3://bucket/prefix")
+    repo = _repo(repo)
     with connect_side(profile, "source", source, max_rps=max_rps) as server:
-        summary = create_snapshot(server, to, workers=workers or profile.workers)
+        if dry_run:
+            _show("snapshot plan (nothing written)", plan_snapshot(server, repo))
+            return
+        summary = create_snapshot(server, repo, workers=workers or profile.workers)
     _show(f"snapshot {summary['id']} created", summary)
 
 
 @snapshot_app.command("list")
 def snapshot_list(
-    location: SnapshotsOpt = None,
+    repo: RepoOpt = None,
     json_output: JsonOpt = False,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """List the snapshots at a location: time, counts, size, versions.
+    """List the snapshots in a repository: time, counts, size, versions.
 
     Examples:
 
     ```
-    mlflow-sync snapshot list --from /backups/mlflow
+    mlflow-sync snapshot list --repo /backups/mlflow
 
-    mlflow-sync snapshot list --from s3://dr-bucket/mlflow-snapshots --json
+    mlflow-sync snapshot list --repo s3://dr-bucket/mlflow-snapshots --json
     ```
     """
-    from mlflow_sync.migrate.snapshot import list_snapshots
+    from mlflow_sync.sync.snapshot import list_snapshots
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
-    snapshots = list_snapshots(_require(location, "pass --from DIR or --from s3://bucket/prefix"))
+    snapshots = list_snapshots(_repo(repo))
 
     def human(console) -> None:
         from rich.table import Table
 
-        table = Table(title=f"snapshots at {location}")
+        table = Table(title=f"snapshots at {repo}")
         for column in ("id", "created", "runs", "models", "size", "stored", "server MLflow", "client MLflow"):
             table.add_column(column)
         for s in snapshots:
@@ -173,7 +181,7 @@ def snapshot_list(
 
 @snapshot_app.command("verify")
 def snapshot_verify(
-    location: SnapshotsOpt = None,
+    repo: RepoOpt = None,
     snapshot: SnapshotIdOpt = None,
     workers: WorkersOpt = None,
     json_output: JsonOpt = False,
@@ -187,16 +195,16 @@ def snapshot_verify(
     Examples:
 
     ```
-    mlflow-sync snapshot verify --from /backups/mlflow
+    mlflow-sync snapshot verify --repo /backups/mlflow
 
-    mlflow-sync snapshot verify --from s3://dr-bucket/mlflow-snapshots \\
+    mlflow-sync snapshot verify --repo s3://dr-bucket/mlflow-snapshots \\
         --snapshot 20250101T020000Z
     ```
     """
-    from mlflow_sync.migrate.snapshot import verify_snapshots
+    from mlflow_sync.sync.snapshot import verify_snapshots
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
-    report = verify_snapshots(_require(location, "pass --from DIR or --from s3://bucket/prefix"), snapshot,
+    report = verify_snapshots(_repo(repo), snapshot,
                               workers=workers or 4)
     data = report.as_dict()
 
@@ -212,17 +220,18 @@ def snapshot_verify(
 
 @snapshot_app.command("restore")
 def snapshot_restore(
-    location: SnapshotsOpt = None,
+    repo: RepoOpt = None,
     target: TargetOpt = None,
-    work_dir: Annotated[Optional[Path], typer.Option(
+    work_dir: Annotated[Path | None, typer.Option(
         "--work-dir", "-w", help="Rebuilt export, journal and report; the same one resumes a restore.",
         show_default=False)] = None,
     snapshot: SnapshotIdOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Restore even if verification fails (damaged files "
                                         "are left out).")] = False,
-    validate_against: Annotated[Optional[str], typer.Option(
+    validate_against: Annotated[str | None, typer.Option(
         "--validate-against", help="After restoring, validate the target against this server (e.g. the "
         "original source, if it is still up).", show_default=False)] = None,
+    dry_run: DryRunOpt = False,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     config: ConfigOpt = None,
@@ -235,10 +244,10 @@ def snapshot_restore(
     Examples:
 
     ```
-    mlflow-sync snapshot restore --from /backups/mlflow \\
+    mlflow-sync snapshot restore --repo /backups/mlflow \\
         --target http://127.0.0.1:5001 --work-dir ./restore
 
-    mlflow-sync snapshot restore --from s3://dr-bucket/mlflow-snapshots \\
+    mlflow-sync snapshot restore --repo s3://dr-bucket/mlflow-snapshots \\
         --snapshot 20250101T020000Z \\
         --target arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-ABC \\
         --work-dir ./restore
@@ -247,24 +256,27 @@ def snapshot_restore(
     from contextlib import nullcontext
 
     from mlflow_sync.config import load_profile
-    from mlflow_sync.connection import connect, connect_side
-    from mlflow_sync.migrate.snapshot import restore_snapshot
+    from mlflow_sync.connection import connect_side
+    from mlflow_sync.sync import plan_restore, restore_snapshot
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
     profile = load_profile(config)
-    _require(location, "pass --from DIR or --from s3://bucket/prefix")
+    repo = _repo(repo)
     with connect_side(profile, "target", target, max_rps=max_rps) as server, \
-            (connect(validate_against, role="source", max_rps=max_rps if max_rps is not None else
-                     profile.source.max_rps, retry=profile.retry) if validate_against else nullcontext()) as reference:
-        work_dir = work_dir_for("restore", work_dir, location, server.display)
-        summary = restore_snapshot(location, server, work_dir, snapshot_id=snapshot, force=force,
+            (connect_side(profile, "source", validate_against, max_rps=max_rps) if validate_against
+             else nullcontext()) as reference:
+        work_dir = work_dir_for("restore", work_dir, repo, server.display)
+        if dry_run:
+            _show("restore plan (nothing written)", plan_restore(repo, server, work_dir, snapshot_id=snapshot))
+            return
+        summary = restore_snapshot(repo, server, work_dir, snapshot_id=snapshot, force=force,
                                    workers=workers or profile.workers, validate_against=reference)
     _show(f"snapshot {summary['snapshot']} restored", summary)
 
 
 @snapshot_app.command("prune")
 def snapshot_prune(
-    location: SnapshotsOpt = None,
+    repo: RepoOpt = None,
     keep: Annotated[int, typer.Option("--keep", help="How many of the newest snapshots to keep.")] = 7,
     dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
@@ -276,16 +288,16 @@ def snapshot_prune(
     Examples:
 
     ```
-    mlflow-sync snapshot prune --from /backups/mlflow --keep 14
+    mlflow-sync snapshot prune --repo /backups/mlflow --keep 14
 
-    mlflow-sync snapshot prune --from s3://dr-bucket/mlflow-snapshots \\
+    mlflow-sync snapshot prune --repo s3://dr-bucket/mlflow-snapshots \\
         --keep 7 --dry-run
     ```
     """
-    from mlflow_sync.migrate.snapshot import prune_snapshots
+    from mlflow_sync.sync.snapshot import prune_snapshots
 
     output.setup(json_output=json_output, verbose=verbose, quiet=quiet)
-    result = prune_snapshots(_require(location, "pass --from DIR or --from s3://bucket/prefix"), keep,
+    result = prune_snapshots(_repo(repo), keep,
                              dry_run=dry_run)
     _show("prune (dry run: nothing removed)" if dry_run else "prune complete", result)
 

@@ -1,9 +1,11 @@
-"""The export directory: where each object lives and how values are written (see docs/export-format.md).
+"""The mlflow-sync export format, in one place: where each object lives, how values are written,
+and the manifest that makes an export self-describing and verifiable (see docs/export-format.md).
 
 Objects are stored under their *source* ids (names can hold any character; ids are safe path
 parts). Every JSON file is written to a temporary name and renamed, so a file that exists is
 complete; ``run.json`` is written after its run's artifacts, so its presence means "this run is
-fully exported".
+fully exported". ``manifest.json`` is written last: an export directory without it is incomplete
+(an export still running, or one that was killed and can be resumed).
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import platform
 import re
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from mlflow_sync.errors import SyncError, UsageError
+from mlflow_sync.files import is_temporary, write_json
+
+__all__ = ["is_temporary", "write_json"]  # re-exported: every writer of the format imports them from here
 
 FORMAT_NAME = "mlflow-sync-export"
 FORMAT_VERSION = 1
@@ -44,24 +53,11 @@ def decode_float(value: float | str) -> float:
     return float(value) if isinstance(value, str) else value
 
 
-def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
-    """Atomically write strict JSON (no NaN tokens) with a trailing newline."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False, sort_keys=sort_keys) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_record(path: Path, data: Any) -> None:
     """Write one exported object as canonical JSON (keys sorted): servers return tags and metadata in
     no fixed order, and the same object must be the same bytes in every export (snapshots store
     files by content, so a reordered copy would be stored again and never deduplicated)."""
     write_json(path, data, sort_keys=True)
-
-
-def is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and ".tmp-" in path.name
 
 
 def read_json(path: Path) -> Any:
@@ -132,3 +128,90 @@ class ExportLayout:
             p for p in self.root.rglob("*")
             if p.is_file() and p.name != MANIFEST and not is_temporary(p)
         )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def client_versions() -> dict:
+    from mlflow_sync import __version__
+
+    return {
+        "mlflow_sync": __version__,
+        "mlflow": _version("mlflow") or _version("mlflow-skinny"),
+        "mlflow_export_import": _version("databricks-mlflow-export-import"),
+        "python": platform.python_version(),
+    }
+
+
+def build_manifest(layout: ExportLayout, *, source: dict, counts: dict, options: dict,
+                   inventory: dict | None = None, notes: list[str] | None = None) -> dict:
+    """Hash every file of the export and write ``manifest.json``; returns it."""
+    files = {}
+    total = 0
+    for path in layout.data_files():
+        size = path.stat().st_size
+        total += size
+        files[path.relative_to(layout.root).as_posix()] = {"sha256": sha256_of(path), "size": size}
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "client": client_versions(),
+        "source": source,
+        "options": options,
+        "counts": counts,
+        **({"inventory": inventory} if inventory is not None else {}),
+        **({"notes": notes} if notes else {}),
+        "total_bytes": total,
+        "files": files,
+    }
+    write_json(layout.manifest, manifest)
+    return manifest
+
+
+def load_manifest(layout: ExportLayout) -> dict:
+    """Read and check the manifest's format; a missing one means the export never finished."""
+    if not layout.manifest.exists():
+        raise UsageError(
+            f"{layout.root} has no manifest.json: not an mlflow-sync export, or an export that did not "
+            "finish (run the export again to complete it)"
+        )
+    try:
+        manifest = read_json(layout.manifest)
+    except (ValueError, UnicodeDecodeError):  # a damaged manifest is bad input, not a crash (issue 7)
+        raise UsageError(f"{layout.manifest} is not valid JSON: the export is damaged (export again)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise UsageError(f"{layout.manifest} is not an mlflow-sync export manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise UsageError(
+            f"{layout.root} uses export format {manifest['format_version']}; this mlflow-sync reads up to "
+            f"{FORMAT_VERSION} (upgrade mlflow-sync)"
+        )
+    return manifest
+
+
+def verify_files(layout: ExportLayout, manifest: dict) -> None:
+    """Every file the manifest lists is present with its size and sha256, or one clear error."""
+    bad = []
+    for relative, expected in manifest["files"].items():
+        path = layout.root / relative
+        if not path.is_file():
+            bad.append(f"{relative} (missing)")
+        elif path.stat().st_size != expected["size"] or sha256_of(path) != expected["sha256"]:
+            bad.append(f"{relative} (changed: sha256 differs)")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SyncError(f"export {layout.root} is damaged: {', '.join(bad[:3])}{more}")

@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mlflow_sync.connection import Server, paged
+from mlflow_sync import migrate
+from mlflow_sync.connection import Server
 from mlflow_sync.errors import MismatchError, UsageError
-from mlflow_sync.migrate.exporter import ExportFilters
-from mlflow_sync.migrate.layout import ExportLayout, write_json
-from mlflow_sync.migrate.manifest import client_versions, load_manifest, sha256_of
+from mlflow_sync.export_format import ExportLayout, client_versions, load_manifest, sha256_of, write_json
+from mlflow_sync.migrate import ExportFilters, ImportOptions
+from mlflow_sync.paging import paged
 from mlflow_sync.registry import all_registered_models, is_prompt
-from mlflow_sync.migrate.snapshot_store import BLOBS, SNAPSHOTS, blob_key, open_store, snapshot_key
+from mlflow_sync.sync.snapshot_store import BLOBS, SNAPSHOTS, blob_key, open_store, snapshot_key
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ def snapshot_ids(listing: dict[str, int]) -> list[str]:
 
 def create_snapshot(source: Server, to: str, *, workers: int, staging: Path | None = None) -> dict:
     """Export the source in full and store what the snapshot store does not hold yet; returns the summary."""
-    from mlflow_sync.migrate import service
 
     started = time.monotonic()
     store = open_store(to)
@@ -79,7 +79,7 @@ def create_snapshot(source: Server, to: str, *, workers: int, staging: Path | No
     ids = snapshot_ids(listing)
     with _staging_directory(staging) as tmp:
         export_dir = tmp / "export"
-        service.export(source, str(export_dir), filters=ExportFilters(), workers=workers)
+        migrate.export(source, str(export_dir), filters=ExportFilters(), workers=workers)
         export_manifest = load_manifest(ExportLayout(export_dir))
         stored_files = stored_bytes = 0
         for relative, info in export_manifest["files"].items():
@@ -272,11 +272,33 @@ def verify_snapshots(location: str, snapshot_id: str | None = None, *, workers: 
 # -- restore -------------------------------------------------------------------------------------
 
 
+def plan_snapshot(source: Server, location: str) -> dict:
+    """--dry-run of ``snapshot create``: what the source holds (counts, artifact bytes), and how many
+    snapshots the repository holds already; nothing is read beyond that, nothing written."""
+    plan = migrate.export_plan(source, ExportFilters())
+    store = open_store(location)
+    return {"source": source.display, "repo": store.uri, "counts": plan["counts"], "bytes": plan["bytes"],
+            "source_lacks": plan["source_lacks"], "snapshots_in_repo": len(snapshot_ids(store.listing()))}
+
+
+def plan_restore(location: str, target: Server, work_dir: Path, *, snapshot_id: str | None = None) -> dict:
+    """--dry-run of ``snapshot restore``: the snapshot it would restore (its counts, bytes, and files
+    whose blob the repository lacks or holds at another size), refused as the restore would refuse
+    it (a damaged manifest, a target that is not empty); nothing is written."""
+    store, snapshot, listing = open_snapshot(location, snapshot_id)
+    if not (work_dir / migrate.JOURNAL).exists():
+        _require_empty(target)
+    files = snapshot["export_manifest"]["files"]
+    absent = sorted(relative for relative, info in files.items()
+                    if listing.get(blob_key(info["sha256"])) != info["size"])
+    return {"snapshot": snapshot["id"], "repo": store.uri, "target": target.display, "counts": snapshot["counts"],
+            "bytes": snapshot["total_bytes"], "files": len(files),
+            "files_missing_from_repo": absent, "resumes": (work_dir / migrate.JOURNAL).exists()}
+
+
 def restore_snapshot(location: str, target: Server, work_dir: Path, *, snapshot_id: str | None = None,
                      force: bool = False, workers: int = 8, validate_against: Server | None = None) -> dict:
     """Verify, rebuild the export from the blobs, import it into an empty target, then check it."""
-    from mlflow_sync.migrate import service
-    from mlflow_sync.migrate.importer import ImportOptions
 
     store = open_store(location)
     listing = store.listing()
@@ -287,13 +309,13 @@ def restore_snapshot(location: str, target: Server, work_dir: Path, *, snapshot_
         raise MismatchError(f"snapshot {chosen} fails verification ({len(report.problems)} problem(s); first: "
                             f"{first['path']} {first['problem']}): not restoring it (--force restores what is intact)")
     work_dir.mkdir(parents=True, exist_ok=True)
-    if not (work_dir / service.JOURNAL).exists():
+    if not (work_dir / migrate.JOURNAL).exists():
         _require_empty(target)
     snapshot = _load(store, chosen)
     export_dir = work_dir / f"snapshot-{chosen}"
     damaged = {p["blob"] for p in report.problems if "blob" in p}
     manifest = materialize(store, snapshot, export_dir, leave_out=damaged, workers=workers)
-    result = service.import_export(target, str(export_dir), work_dir, options=ImportOptions(workers=workers))
+    result = migrate.import_export(target, str(export_dir), work_dir, options=ImportOptions(workers=workers))
     summary = {"snapshot": chosen, "target": target.display, "imported": result.counts["imported"],
                "already_there": result.counts["already_there"], "seconds": result.seconds,
                "skipped_damaged_files": sorted(set(snapshot["export_manifest"]["files"]) - set(manifest["files"])),
@@ -301,7 +323,7 @@ def restore_snapshot(location: str, target: Server, work_dir: Path, *, snapshot_
                "target_mlflow": target.capabilities().version}
     summary["count_check"] = _count_check(target, snapshot["counts"])
     if validate_against is not None:
-        summary["validation"] = service.validate_target(validate_against, target, work_dir, filtered=False,
+        summary["validation"] = migrate.validate_target(validate_against, target, work_dir,
                                                         workers=workers)
     write_json(work_dir / "restore-report.json", summary)
     problems = summary["count_check"]["differences"]
@@ -327,6 +349,23 @@ def open_snapshot(location: str, snapshot_id: str | None = None) -> tuple:
         raise MismatchError(f"snapshot {chosen} at {store.uri} is damaged: its manifest checksum differs "
                             "(see `mlflow-sync snapshot verify`)")
     return store, snapshot, listing
+
+
+def rebuild_export(location: str, snapshot_id: str | None, local: Path, *, keep=lambda relative: True,
+                   workers: int = 4) -> str:
+    """Rebuild the export of a snapshot in ``local``, only the files ``keep`` selects, each checked
+    against its sha256; a damaged snapshot raises. Returns the snapshot id (validate reads snapshots so)."""
+    store, snapshot, listing = open_snapshot(location, snapshot_id)
+    files = {relative: info for relative, info in snapshot["export_manifest"]["files"].items() if keep(relative)}
+    absent = {blob_key(i["sha256"]) for i in files.values() if listing.get(blob_key(i["sha256"])) != i["size"]}
+    selected = {**snapshot, "export_manifest": {**snapshot["export_manifest"], "files": files}}
+    rebuilt = materialize(store, selected, local, leave_out=absent, workers=workers)
+    damaged = sorted(set(files) - set(rebuilt["files"]))
+    if damaged:
+        raise MismatchError(f"snapshot {snapshot['id']} at {store.uri} is damaged: {len(damaged)} file(s) missing or "
+                            f"failing their checksum (first: {damaged[0]}); not validating against it (see "
+                            "`mlflow-sync snapshot verify`)")
+    return snapshot["id"]
 
 
 def materialize(store, snapshot: dict, export_dir: Path, *, leave_out: set[str] = frozenset(),

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mlflow_sync.migrate.exporter import Exporter, _list_files
-from mlflow_sync.migrate.importer import Importer, _batches
-from mlflow_sync.migrate.journal import DONE
-from mlflow_sync.migrate.layout import ExportLayout, decode_float, read_json
+from mlflow_sync.artifacts import list_files
+from mlflow_sync.export_format import ExportLayout, decode_float, read_json
+from mlflow_sync.identity import DROPPED_TAGS
+from mlflow_sync.journal import DONE
+from mlflow_sync.migrate import Exporter, Importer, log_batch_bodies
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ class Refresher:
 
     def refresh_experiment(self, experiment) -> None:
         """Tag values changed on the source (the importer only adds tags an existing experiment lacks)."""
-        from mlflow_sync.migrate.importer import DROPPED_TAGS
-
         target_id = self.journal.target("experiment", experiment.experiment_id)
         current = self.client.get_experiment(target_id)
         for key, value in experiment.tags.items():
@@ -54,12 +53,12 @@ class Refresher:
         current = self.client.get_run(target_id)
         if info["lifecycle_stage"] == "active" and current.info.lifecycle_stage == "deleted":
             self.client.restore_run(target_id)
-        tags = [RunTag(k, v) for k, v in self.importer._run_tags(record).items() if current.data.tags.get(k) != v]
+        tags = [RunTag(k, v) for k, v in self.importer.run_tags(record).items() if current.data.tags.get(k) != v]
         params = [Param(k, v) for k, v in record["params"].items() if k not in current.data.params]
         metrics = [Metric(key, decode_float(value), timestamp, step)
                    for key, points in self._missing_points(record["metrics"], current).items()
                    for step, timestamp, value in points]
-        for batch in _batches(metrics, params, tags):
+        for batch in log_batch_bodies(metrics, params, tags):
             self.client.log_batch(target_id, **batch)
         self._log_missing_datasets(target_id, record, current)
         self._upload_missing_artifacts(run_dir, record, entry["artifact_uri"])
@@ -81,7 +80,7 @@ class Refresher:
                 stale.append(key)
         if not stale:
             return {}
-        have = self.target_reader._histories([current])[current.info.run_id]
+        have = self.target_reader.histories([current])[current.info.run_id]
         missing = {}
         for key in stale:
             present = {(s, t, repr(decode_float(v))) for s, t, v in have.get(key, [])}
@@ -102,10 +101,8 @@ class Refresher:
     def _upload_missing_artifacts(self, run_dir: Path, record: dict, artifact_uri: str) -> None:
         if not record["artifacts"]:
             return
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        repo = get_artifact_repository(artifact_uri, tracking_uri=self.importer.target.tracking_uri)
-        have = set(_list_files(repo, None))
+        repo = self.importer.target.artifact_repository(artifact_uri)
+        have = set(list_files(repo, None))
         for relative in record["artifacts"]:
             if relative not in have:
                 parent = str(Path(relative).parent)
