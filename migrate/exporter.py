@@ -21,7 +21,7 @@ from mlflow_sync.errors import UsageError
 from mlflow_sync.export_format import ExportLayout, build_manifest, encode_float, write_record
 from mlflow_sync.histories import HistoryReader
 from mlflow_sync.migrate.outcome import Outcome
-from mlflow_sync.paging import paged, quoted
+from mlflow_sync.paging import paged, pages, quoted
 from mlflow_sync.registry import aliases_of, registered_models
 
 log = logging.getLogger(__name__)
@@ -284,12 +284,9 @@ class Exporter:
         if experiment.lifecycle_stage == "deleted" and not self.filters.include_deleted_runs:
             return
         experiment_id = experiment.experiment_id
-        token = None
-        while True:
-            page = self.client.search_runs(
+        for page in pages(lambda token: self.client.search_runs(
                 [experiment_id], filter_string=self._run_filter() or "", run_view_type=view,
-                max_results=RUNS_PAGE, page_token=token,
-            )
+                max_results=RUNS_PAGE, page_token=token)):
             self._selected_runs.update(r.info.run_id for r in page)
             pending = [r for r in page if not self.layout.run_file(experiment_id, r.info.run_id).exists()]
             self.outcome.skip("runs", len(page) - len(pending))
@@ -303,9 +300,6 @@ class Exporter:
                     continue  # reported; these runs are not written, so a re-run exports them
                 for run in chunk:  # downloads go on while the next chunk's histories are read
                     run_jobs.submit(self.export_run, run, histories[run.info.run_id])
-            token = page.token
-            if not token:
-                return
 
     def export_run(self, run, history: dict) -> None:
         def action(run=run):

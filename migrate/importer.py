@@ -37,7 +37,7 @@ from mlflow_sync.identity import (
 from mlflow_sync.inventory import refusal
 from mlflow_sync.journal import CREATED, DONE, Journal
 from mlflow_sync.migrate.outcome import Outcome
-from mlflow_sync.paging import quoted
+from mlflow_sync.paging import paged, quoted
 from mlflow_sync.transport import CreateGuard, _json_response, register_guard
 
 log = logging.getLogger(__name__)
@@ -216,20 +216,16 @@ class Importer:
         from mlflow.entities import ViewType
 
         found: dict[str, tuple[str, str]] = {}
-        token = None
-        while True:
-            page = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` != ''",
-                                           run_view_type=ViewType.ALL, max_results=1000, page_token=token)
-            for run in page:
-                source_id = run.data.tags.get(RUN_ID_TAG)
-                if source_id in found:
-                    log.warning("target experiment %s holds two runs from source run %s (%s and %s)",
-                                experiment_id, source_id, found[source_id][0], run.info.run_id)
-                    continue
-                found[source_id] = (run.info.run_id, run.info.artifact_uri)
-            token = page.token
-            if not token:
-                return found
+        for run in paged(lambda token: self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` != ''", run_view_type=ViewType.ALL,
+                max_results=1000, page_token=token)):
+            source_id = run.data.tags.get(RUN_ID_TAG)
+            if source_id in found:
+                log.warning("target experiment %s holds two runs from source run %s (%s and %s)",
+                            experiment_id, source_id, found[source_id][0], run.info.run_id)
+                continue
+            found[source_id] = (run.info.run_id, run.info.artifact_uri)
+        return found
 
     def _create_run(self, record: dict, experiment_id: str) -> bool:
         info = record["info"]

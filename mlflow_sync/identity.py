@@ -32,6 +32,16 @@ DROPPED_TAGS = (REQUEST_ID_TAG,)
 T = TypeVar("T")
 
 
+def run_key(run) -> tuple:
+    """What pairs a run that carries no id (copied by another tool without tags): name, start, params."""
+    return run.name, run.start_time, tuple(sorted(run.params.items()))
+
+
+def trace_key(trace) -> tuple:
+    """What pairs a trace that carries no id: its request time and name."""
+    return trace.request_time, trace.name
+
+
 def pair(source: Iterable[T], target: Iterable[T], *, own_id: Callable[[T], str],
          carried_id: Callable[[T], str | None], source_key: Callable[[T], Hashable],
          target_key: Callable[[T], Hashable]) -> tuple[dict[str, T], list[T]]:

@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 
-def paged(fetch) -> Iterator:
-    """Yield every item of a paged MLflow client search; ``fetch(page_token)`` returns a PagedList."""
+def pages(fetch) -> Iterator:
+    """Yield every page of a paged MLflow client search; ``fetch(page_token)`` returns a PagedList."""
     token = None
     while True:
         page = fetch(token)
-        yield from page
+        yield page
         token = page.token
         if not token:
             return
+
+
+def paged(fetch) -> Iterator:
+    """Yield every item of a paged MLflow client search; ``fetch(page_token)`` returns a PagedList."""
+    for page in pages(fetch):
+        yield from page
 
 
 def paged_json(call: Callable[[dict], dict], key: str, body: dict) -> Iterator[dict]:

@@ -12,6 +12,7 @@ from mlflow_sync.options import (
     JsonOpt,
     MaxRpsOpt,
     QuietOpt,
+    SkipKindOpt,
     VerboseOpt,
     WorkersOpt,
 )
@@ -53,6 +54,7 @@ def validate_command(
                                           show_default=False)] = None,
     junit: Annotated[FileOpt, typer.Option("--junit", help="Write a JUnit XML report here (for CI).",
                                            show_default=False)] = None,
+    skip_kind: SkipKindOpt = None,
     workers: WorkersOpt = None,
     max_rps: MaxRpsOpt = None,
     config: ConfigOpt = None,
@@ -106,6 +108,7 @@ def validate_command(
         ignore_tags=tuple(ignore_tag or ()),
         ignore_paths=tuple(ignore or ()),
         workers=workers or profile.workers,
+        skip_kinds=profile.skipped(skip_kind),
     )
     files = ReportFiles(json=report_json, html=html, junit=junit, combined=combined)
     files.check()

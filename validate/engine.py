@@ -29,7 +29,7 @@ from fnmatch import fnmatchcase
 from mlflow_sync import output
 from mlflow_sync.connection import first_line
 from mlflow_sync.errors import ConnectionFailure, sync_error_in
-from mlflow_sync.identity import DATASET_ID_TAG, LOGGED_MODEL_ID_TAG, RUN_ID_TAG, TRACE_ID_TAG
+from mlflow_sync.identity import DATASET_ID_TAG, LOGGED_MODEL_ID_TAG, RUN_ID_TAG, TRACE_ID_TAG, run_key, trace_key
 from mlflow_sync.identity import pair as identity_pair
 from mlflow_sync.validate.options import ValidateOptions
 from mlflow_sync.validate.reader import SideReader
@@ -260,7 +260,7 @@ class Comparison:
     def match_runs(self, pair: _ExperimentPair) -> None:
         pairs, pair.extra_runs = identity_pair(pair.source_runs, pair.target_runs, own_id=lambda run: run.run_id,
                                                carried_id=lambda run: run.tags.get(RUN_ID_TAG),
-                                               source_key=_fingerprint, target_key=_fingerprint)
+                                               source_key=run_key, target_key=run_key)
         for run in pair.source_runs:
             target = pairs.get(run.run_id)
             if target is None:
@@ -459,11 +459,11 @@ class Comparison:
         # A run may take a model of any compared experiment as input: with any logged model on
         # either side, every matched run's inputs are read (like the exporter does).
         self.any_logged_models = bool(source or target)
-        pairs, _ = identity_pair(source, target, own_id=lambda model: model.model_id,
+        paired, _ = identity_pair(source, target, own_id=lambda model: model.model_id,
                                  carried_id=lambda model: model.tags.get(LOGGED_MODEL_ID_TAG),
                                  source_key=lambda model: (model.name, self.run_map.get(model.source_run_id)),
                                  target_key=lambda model: (model.name, model.source_run_id))
-        self.model_map.update({source_id: model.model_id for source_id, model in pairs.items()})
+        self.model_map.update({source_id: model.model_id for source_id, model in paired.items()})
         self.source_model_of = {target_id: source_id for source_id, target_id in self.model_map.items()}
         return source, target, pairs
 
@@ -601,7 +601,7 @@ class Comparison:
         matched, extra = identity_pair(
             source, target, own_id=lambda trace: trace.trace_id,
             carried_id=lambda trace: trace.tags.get(TRACE_ID_TAG) or trace.metadata.get(TRACE_ID_TAG),
-            source_key=_trace_key, target_key=_trace_key)
+            source_key=trace_key, target_key=trace_key)
         for trace in source:
             path = f"{pair.path}/traces/{trace.trace_id}"
             other = matched.get(trace.trace_id)
@@ -733,12 +733,6 @@ def _records_difference(source: list[dict], target: list[dict]) -> str:
             f"target, {changed} with the same inputs but other expectations/outputs/tags")
 
 
-def _fingerprint(run: RunRecord) -> tuple:
-    return run.name, run.start_time, tuple(sorted(run.params.items()))
-
-
-def _trace_key(trace: TraceRecord) -> tuple:
-    return trace.request_time, trace.name
 
 
 def _ordered(points: list[MetricPoint]) -> list[MetricPoint]:

@@ -85,6 +85,13 @@ def test_skip_kind_deleted_runs_leaves_them_out_and_validation_compares_what_was
     with connect(target_server.url, role="target") as target:
         copies = {run.data.tags.get(RUN_ID_TAG) for run in all_runs(target.client)}
     assert copies == set(built["runs"])
+    # validate on its own says the same, given the same --skip-kind, and names the run without it
+    check = ["validate", "--source", source_server.url, "--target", target_server.url, "--quiet", "--combined",
+             str(tmp_path / "objects.txt")]
+    assert main([*check, "--skip-kind", "deleted-runs"]) == 0
+    assert main(check) == 4
+    missing = [line for line in (tmp_path / "objects.txt").read_text().splitlines() if line.startswith("+ ")]
+    assert len(missing) == len(built["deleted_runs"]) and all("/runs/" in line for line in missing)
 
 
 def test_an_emptied_registry_listing_fails_the_migration_naming_registered_models(mlflow_server, tmp_path, capsys):
