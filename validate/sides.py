@@ -15,7 +15,7 @@ shows them and ``--snapshot ID`` takes them; ``#latest`` is the default spelled 
 
 Sides other than servers are read from a temporary local copy, removed afterwards: an S3
 export's metadata (its artifacts stay on S3 and are listed and hashed there), or a snapshot
-rebuilt by :func:`mlflow_sync.sync.snapshot.materialize`, which checks each file's sha256.
+rebuilt by :func:`mlflow_sync.sync.rebuild_export`, which checks each file's sha256.
 A snapshot with a damaged or missing file is refused, as ``snapshot restore`` refuses it
 without ``--force``. Artifact files are only copied when the artifacts check runs.
 """

@@ -171,36 +171,37 @@ def test_a_busy_database_answer_is_retried_but_a_bad_request_is_not(mlflow_serve
 SEVEN_CONNECTIONS = (("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "4"), ("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "3"))
 
 
-def _log_batch_body(run_id: str) -> dict:
-    return {"run_id": run_id, "params": [{"key": f"p{i}", "value": "v"} for i in range(20)],
+def _log_batch_body(run_id: str, params: int = 20, steps: int = 20) -> dict:
+    return {"run_id": run_id, "params": [{"key": f"p{i}", "value": "v"} for i in range(params)],
             "metrics": [{"key": f"m{k}", "value": 1.0, "timestamp": 1000 + step, "step": step}
-                        for k in range(10) for step in range(20)]}
+                        for k in range(10) for step in range(steps)]}
 
 
 @pytest.mark.slow
 def test_concurrent_log_batches_deadlock_the_servers_pool_but_ours_stay_below_it(mlflow_server):
-    """Upstream "log-batch-pool-deadlock": eight log-batches at once on a seven-connection pool take
+    """Upstream "log-batch-pool-deadlock": sixteen log-batches at once on a seven-connection pool take
     every connection for their outer sessions and wait 30 s for the inner ones; some then fail with
     400 "QueuePool limit". mlflow-sync keeps CONCURRENT_LOG_BATCHES in flight per server: none fails."""
     server = mlflow_server("sqlite", env=SEVEN_CONNECTIONS)
     with connect(server.url) as connected:
         experiment_id = connected.client.create_experiment("pool")
-        run_ids = [connected.client.create_run(experiment_id).info.run_id for _ in range(16)]
-    together = threading.Barrier(8)
+        run_ids = [connected.client.create_run(experiment_id).info.run_id for _ in range(24)]
+    together = threading.Barrier(16)
 
-    def raw(run_id: str) -> requests.Response:
+    def raw(run_id: str) -> requests.Response:  # heavy enough that all of them hold a connection at once
         together.wait()
-        return requests.post(f"{server.url}/api/2.0/mlflow/runs/log-batch", json=_log_batch_body(run_id), timeout=120)
+        return requests.post(f"{server.direct_url}/api/2.0/mlflow/runs/log-batch", timeout=120,
+                             json=_log_batch_body(run_id, params=100, steps=90))
 
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(raw, run_ids[:8]))
-    assert any(a.status_code == 400 and "QueuePool limit" in a.text for a in answers)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(raw, run_ids[:16]))
+    assert any(a.status_code == 400 and "QueuePool limit" in a.text for a in answers), [(a.status_code, a.text[:200]) for a in answers]
 
     server.counter.reset()
     server.proxy.faults = FaultRule(Delay(0.3), path_contains="runs/log-batch")  # each holds its slot >= 0.3 s
     with connect(server.url) as connected, ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda run_id: connected.transport.request(
-            "POST", "/api/2.0/mlflow/runs/log-batch", json=_log_batch_body(run_id)), run_ids[8:]))
+            "POST", "/api/2.0/mlflow/runs/log-batch", json=_log_batch_body(run_id)), run_ids[16:]))
     batches = [r for r in server.counter.snapshot() if "log-batch" in r.endpoint]
     assert [r.status for r in batches] == [200] * 8
     arrivals = sorted(r.arrival for r in batches)
