@@ -195,7 +195,8 @@ def test_concurrent_log_batches_deadlock_the_servers_pool_but_ours_stay_below_it
 
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(raw, run_ids[:16]))
-    assert any(a.status_code == 400 and "QueuePool limit" in a.text for a in answers), [(a.status_code, a.text[:200]) for a in answers]
+    assert any(a.status_code == 400 and "QueuePool limit" in a.text for a in answers), \
+        [(a.status_code, a.text[:200]) for a in answers]
 
     server.counter.reset()
     server.proxy.faults = FaultRule(Delay(0.3), path_contains="runs/log-batch")  # each holds its slot >= 0.3 s
