@@ -98,7 +98,7 @@ class Exporter:
             run_jobs.wait_all()
         self._export_registered_models()
         if capabilities.evaluation_datasets and self.filters.carries("evaluation_datasets"):
-            self._export_evaluation_datasets(experiments)
+            self.export_evaluation_datasets(self.selected_datasets(experiments))
         counts = self._counts()
         if capabilities.evaluation_datasets and self.filters.carries("evaluation_datasets"):
             counts.setdefault("evaluation_datasets", 0)  # present (even 0): the export holds this source's datasets
@@ -167,7 +167,7 @@ class Exporter:
             counts[kind] = len(records)
             counts[versions_kind] = sum(n for _, n in records)
         if capabilities.evaluation_datasets:
-            counts["evaluation_datasets"] = sum(1 for _ in self._selected_datasets(self._experiments()))
+            counts["evaluation_datasets"] = sum(1 for _ in self.selected_datasets(self._experiments()))
         return {"source": self.source.display, "mlflow_version": capabilities.version, "counts": counts,
                 "bytes": artifact_bytes, "source_lacks": capabilities.lacking}
 
@@ -434,7 +434,7 @@ class Exporter:
 
     # -- evaluation datasets ---------------------------------------------------------------------
 
-    def _selected_datasets(self, experiments):
+    def selected_datasets(self, experiments):
         """(dataset, its experiment ids): every dataset, or with --experiment those linked to a selected one."""
         store = self.client._tracking_client.store  # the entity's lazy reads go through the *global* store
         selected = {e.experiment_id for e in experiments}
@@ -443,10 +443,11 @@ class Exporter:
             if not self.filters.experiments or selected.intersection(experiment_ids):
                 yield dataset, experiment_ids
 
-    def _export_evaluation_datasets(self, experiments) -> None:
-        """One file per GenAI evaluation dataset: name, tags, linked experiments and every record."""
+    def export_evaluation_datasets(self, selected) -> None:
+        """One file per GenAI evaluation dataset of ``selected`` ((dataset, experiment ids), see
+        :meth:`selected_datasets`): name, tags, linked experiments and every record."""
         store = self.client._tracking_client.store
-        for dataset, experiment_ids in self._selected_datasets(experiments):
+        for dataset, experiment_ids in selected:
             def action(dataset=dataset, experiment_ids=experiment_ids):
                 rows, _ = store._load_dataset_records(dataset.dataset_id, max_results=None)
                 write_record(self.layout.evaluation_dataset_file(dataset.dataset_id),

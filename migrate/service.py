@@ -14,10 +14,9 @@ from mlflow_sync.export_format import ExportLayout, load_manifest, read_json, wr
 from mlflow_sync.inventory import (
     InventoryMismatch,
     carried_counts,
-    refusal,
     shortfalls,
     take_inventory,
-    uncarried,
+    take_source_inventory,
 )
 from mlflow_sync.journal import Journal
 from mlflow_sync.migrate.exporter import Exporter, ExportFilters
@@ -62,11 +61,7 @@ def export(source: Server, to: str, *, filters: ExportFilters, workers: int, sta
     than the source (a reader's blind spot) fails once written, naming the kind.
     """
     started = time.monotonic()
-    inventory = take_inventory(source)
-    refused = uncarried(inventory, filters.skip_kinds)
-    if refused:
-        raise UsageError(f"the source {source.display} holds "
-                         f"{refusal(refused, inventory.counts, ', which this version of mlflow-sync does not carry')}")
+    inventory = take_source_inventory(source, filters.skip_kinds)
     location = ExportLocation(to, staging)
     try:
         with output.progress() as bar:

@@ -90,6 +90,17 @@ def uncarried(source: Inventory, skipped: frozenset[str]) -> list[str]:
     return [kind for kind in UNCARRIED_KINDS if source.get(kind) and kind not in skipped]
 
 
+def take_source_inventory(source, skipped: frozenset[str]) -> Inventory:
+    """Count the source of a job, refusing it (UsageError, nothing written yet) when it holds a kind
+    that no job of this version carries and the user did not skip."""
+    inventory = take_inventory(source)
+    refused = uncarried(inventory, skipped)
+    if refused:
+        raise UsageError(f"the source {source.display} holds "
+                         f"{refusal(refused, inventory.counts, ', which this version of mlflow-sync does not carry')}")
+    return inventory
+
+
 def refusal(kinds: list[str], counts: dict[str, int], why: str = "") -> str:
     """``"webhooks (1), traces (2)<why>: nothing was written; pass --skip-kind webhooks --skip-kind
     traces to carry the rest"``: the tail of every refusal of kinds a job cannot carry."""

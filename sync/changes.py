@@ -119,6 +119,7 @@ class Delta:
     traces: int = 0
     registered_models: dict[str, dict] = field(default_factory=dict)  # changed: name -> {"record", "state"}
     prompts: dict[str, dict] = field(default_factory=dict)
+    evaluation_datasets: list[str] = field(default_factory=list)  # source ids of new or updated datasets
     source_artifact_uris: dict[str, str] = field(default_factory=dict)  # run id -> its source artifact URI
     model_names: set[str] = field(default_factory=set)  # every registered model on the source
     prompt_names: set[str] = field(default_factory=set)
@@ -126,14 +127,15 @@ class Delta:
     def to_import(self) -> bool:
         """Does the importer have anything to do (new objects, or journaled ones marked changed)?"""
         return bool(self.new_experiments or self.changed_experiments or self.new_runs or self.traces
-                    or self.registered_models or self.prompts
+                    or self.registered_models or self.prompts or self.evaluation_datasets
                     or set(self.logged_models) - self.unchanged_logged_models)
 
     def counts(self) -> dict:
         return {"new_runs": len(self.new_runs), "changed_runs": len(self.changed_runs),
                 "changed_experiments": len(self.changed_experiments), "logged_models": len(self.logged_models),
                 "traces": self.traces, "registered_models": len(self.registered_models),
-                "prompts": len(self.prompts), "deleted_runs": len(self.deleted_runs)}
+                "prompts": len(self.prompts), "evaluation_datasets": len(self.evaluation_datasets),
+                "deleted_runs": len(self.deleted_runs)}
 
 
 class ChangeFinder:
@@ -177,10 +179,22 @@ class ChangeFinder:
         self._registered_models(is_prompt=False)
         if capabilities.prompts:
             self._registered_models(is_prompt=True)
+        if capabilities.evaluation_datasets:
+            self._evaluation_datasets(experiments)
         build_manifest(self.layout, source={"server": self.source.display, "kind": self.source.spec.kind,
                                             "mlflow_version": capabilities.version},
                        counts=self.delta.counts(), options={"sync_since_ms": self.since})
         return self.delta
+
+    def _evaluation_datasets(self, experiments) -> None:
+        """Datasets updated since the window opened, or never carried: exported whole; the importer
+        upserts their records (records deleted on the source stay on the target)."""
+        changed = [(dataset, experiment_ids) for dataset, experiment_ids in self.exporter.selected_datasets(experiments)
+                   if self.since is None or (dataset.last_update_time or 0) >= self.since
+                   or not self.journal.is_done("evaluation_dataset", dataset.dataset_id)]
+        self.exporter.export_evaluation_datasets(changed)
+        self.exporter.outcome.raise_if_failed(f"export of changed evaluation datasets from {self.source.display}")
+        self.delta.evaluation_datasets = [dataset.dataset_id for dataset, _ in changed]
 
     # -- experiments -----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from mlflow_sync import output
 from mlflow_sync.config import DEFAULT_SYNC_OVERLAP_MINUTES
 from mlflow_sync.connection import Server
 from mlflow_sync.export_format import ExportLayout, write_json
+from mlflow_sync.inventory import InventoryMismatch, carried_counts, shortfalls, take_inventory, take_source_inventory
 from mlflow_sync.journal import CREATED, Journal
 from mlflow_sync.migrate import Importer, ImportOptions, Outcome
 from mlflow_sync.sync.changes import ChangeFinder, Delta
@@ -53,6 +54,7 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state = SyncState.load(work_dir, source.display, target.display)
+    inventory = take_source_inventory(source, skip_kinds)
     with SyncLock(work_dir, target, break_lock=break_lock):
         journal = Journal(work_dir / JOURNAL)
         try:
@@ -75,8 +77,17 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
             "failures": outcome.as_dict()["failures"], "seconds": round(time.monotonic() - started, 2),
             "requests": {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()},
         }
+        after = take_inventory(target, uncarried_kinds=False)
+        short = shortfalls(carried_counts(inventory, skip_kinds), carried_counts(after, frozenset()),
+                           expected_what="on the source", found_what="on the target")
+        report["inventory"] = {"source": inventory.as_dict(), "target_after": after.as_dict(), "short": short}
         write_json(work_dir / REPORT, report)
         outcome.raise_if_failed(f"sync into {target.display} (report: {work_dir / REPORT}; run again to retry)")
+        if short:  # the state does not advance: the next cycle looks at this window again
+            hint = ("; runs started before this sync's window (clients whose clocks run behind) are only found with "
+                    "a larger --overlap-minutes" if any(line.startswith("runs:") for line in short) else "")
+            raise InventoryMismatch(f"after the sync the target {target.display} holds fewer objects than the "
+                                    f"source: {'; '.join(short)}{hint} (report: {work_dir / REPORT})")
         _advance(state, delta, cycle_start_ms, overlap_ms).save(work_dir)
     return report
 
@@ -87,6 +98,7 @@ def plan_sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes:
     source is read, the changes are exported to a scratch directory that is then removed); nothing is
     written to the target or to the work dir, and no lock is taken."""
     state = SyncState.load(work_dir, source.display, target.display)
+    take_source_inventory(source, skip_kinds)
     with tempfile.TemporaryDirectory(prefix="mlflow-sync-plan-") as scratch:
         if (work_dir / JOURNAL).exists():
             shutil.copy(work_dir / JOURNAL, Path(scratch) / JOURNAL)
@@ -121,6 +133,9 @@ def _apply(delta: Delta, target: Server, layout: ExportLayout, journal: Journal,
     for name in delta.prompts:
         if journal.is_done("prompt", name):
             journal.record("prompt", name, name, STALE)
+    for dataset_id in delta.evaluation_datasets:
+        if journal.is_done("evaluation_dataset", dataset_id):
+            journal.record("evaluation_dataset", dataset_id, journal.target("evaluation_dataset", dataset_id), STALE)
     _point_versions_at_known_runs(delta, importer)
     outcome = importer.run() if delta.to_import() else importer.outcome
     for experiment in delta.experiments:

@@ -126,6 +126,12 @@ def test_a_kind_no_job_carries_is_refused_before_anything_is_written_unless_skip
     assert "holds webhooks (1)" in err and "--skip-kind webhooks" in err
     assert _counts(target_server) == before  # nothing written
 
+    sync = ["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir",
+            str(tmp_path / "standby"), "--quiet"]
+    assert main(sync) == 2  # sync, too, names what it would leave behind instead of dropping it
+    assert "holds webhooks (1)" in capsys.readouterr().err
+    assert _counts(target_server) == before and not (tmp_path / "standby" / "sync-state.json").exists()
+
     assert main([*args, "--work-dir", str(tmp_path / "skipped"), "--skip-kind", "webhooks"]) == 0, \
         capsys.readouterr().err
     assert _counts(target_server)["experiments"] == before["experiments"] + 1

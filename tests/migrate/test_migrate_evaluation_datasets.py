@@ -109,3 +109,39 @@ def test_lost_answer_to_a_dataset_create_leaves_one_copy(mlflow_server, tmp_path
                  "--work-dir", str(tmp_path / "work")]) == 0
     assert reset.fired == 1
     assert sorted(_datasets(connect(target_server.url, role="target"))) == sorted(built.values())
+
+
+def test_sync_carries_evaluation_datasets_and_their_new_records(mlflow_server, tmp_path):
+    """Issue 11: sync used to carry no evaluation dataset at all, without a word (and its source
+    inventory was never counted). A first cycle carries every dataset, a later one the records
+    added since; a dataset left behind is named by the inventory check (exit 4)."""
+    from mlflow_sync.sync import changes
+
+    source_server, target_server = mlflow_server(), mlflow_server()
+    source = connect(source_server.url, role="source")
+    built = _build_source(source.client)
+    args = ["sync", "--source", source_server.url, "--target", target_server.url, "--work-dir",
+            str(tmp_path / "standby"), "--overlap-minutes", "0", "--quiet"]
+    assert main(args) == 0
+    target = connect(target_server.url, role="target")
+    assert set(_datasets(target)) == set(built.values())
+
+    extra = {"inputs": {"question": "added later"}, "expectations": {"answer": "carried by the next cycle"}}
+    source.client._tracking_client.store.upsert_dataset_records(built["twin"], [extra])
+    assert main(args) == 0
+    report = json.loads((tmp_path / "standby" / "sync-report.json").read_text())
+    assert report["changes"]["evaluation_datasets"] == 1 and report["inventory"]["short"] == []
+    assert json.dumps(extra["inputs"], sort_keys=True) in _datasets(target)[built["twin"]]["inputs"]
+    assert len(_datasets(target)[built["twin"]]["inputs"]) == 2  # upserted: nothing twice
+
+    lonely = tmp_path / "lonely"
+    other_target = mlflow_server()
+    original = changes.ChangeFinder._evaluation_datasets
+    try:  # a sync whose change finder forgets datasets: the counts say so
+        changes.ChangeFinder._evaluation_datasets = lambda self, experiments: None
+        assert main(["sync", "--source", source_server.url, "--target", other_target.url, "--work-dir",
+                     str(lonely), "--quiet"]) == 4
+    finally:
+        changes.ChangeFinder._evaluation_datasets = original
+    report = json.loads((lonely / "sync-report.json").read_text())
+    assert report["inventory"]["short"] == ["evaluation_datasets: 0 on the target, 2 on the source"]

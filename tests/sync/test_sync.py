@@ -125,14 +125,18 @@ def test_overlap_setting_decides_how_far_back_a_sync_looks_for_runs_from_late_cl
     def window() -> dict:
         return json.loads((tmp_path / "w" / "sync-report.json").read_text())["window"]
 
-    assert main(args) == 0  # 30 minutes from the profile: the 20-minutes-late run is in, the 50 one is not
+    # 30 minutes from the profile: the 20-minutes-late run is in, the 50 one is not, and the counts say so
+    assert main(args) == 4
     assert set(_target_runs(target)) == set(early) | {inside}
+    report = json.loads((tmp_path / "w" / "sync-report.json").read_text())
+    assert report["inventory"]["short"] == ["runs: 3 on the target, 4 on the source"]
     # the runs the first sync read finished are left out of the window's searches by id
     assert window() == {**window(), "overlap_minutes": 30, "runs_read": 1, "settled_runs_left_out": 2}
 
-    assert main([*args, "--overlap-minutes", "60"]) == 0  # the option overrides the profile
+    # the option overrides the profile; the failed cycle did not advance the state, so its window is read again
+    assert main([*args, "--overlap-minutes", "60"]) == 0
     assert set(_target_runs(target)) == set(early) | {inside, outside}
-    assert window() == {**window(), "overlap_minutes": 60, "runs_read": 1, "settled_runs_left_out": 3}
+    assert window() == {**window(), "overlap_minutes": 60, "runs_read": 2, "settled_runs_left_out": 2}
 
     # without leaving settled runs out, the window reads every copied run again: compared, never duplicated
     monkeypatch.setattr(sync_changes, "SETTLED_EXCLUSION_LIMIT", 0)
