@@ -83,6 +83,9 @@ class ValidateOptions:
 
 def parse_checks(value: str | None) -> tuple[str, ...]:
     """``"runs,artifacts"`` -> ("runs", "artifacts"); None or "all" -> every check."""
-    if value is None or value.strip() in ("", "all"):
+    if value is None or value.strip().lower() in ("", "all"):
         return CHECKS
-    return tuple(part.strip().replace("-", "_") for part in value.split(",") if part.strip())
+    checks = tuple(part.strip().lower().replace("-", "_") for part in value.split(",") if part.strip())
+    if not checks:  # "," would otherwise compare nothing and report a match
+        raise UsageError(f"--checks {value!r} names no check: choose from {', '.join(CHECKS)}")
+    return checks

@@ -30,10 +30,17 @@ def test_no_checks_or_all_means_every_check(value):
                                                              "evaluation_datasets")),
     ("logged_models", ("logged_models",)),
     ("runs,,prompts,", ("runs", "prompts")),
+    ("Runs,TRACES", ("runs", "traces")),
 ])
 def test_parse_checks(value, checks):
     assert parse_checks(value) == checks
     assert ValidateOptions(checks=parse_checks(value)).checks == checks
+
+
+@pytest.mark.parametrize("value", [",", " , ,"])
+def test_checks_that_name_nothing_are_refused_not_read_as_compare_nothing(value):
+    with pytest.raises(UsageError, match="names no check"):
+        parse_checks(value)
 
 
 def test_every_check_name_is_accepted_in_both_spellings():
