@@ -74,6 +74,7 @@ class Importer:
         self.progress = progress
         self.run_sources: dict[str, dict] = {}  # source run id -> run.json (without metrics) for remapping
         self._fresh_runs: set[str] = set()  # source ids of runs this process created (nothing logged to them yet)
+        self.target_traces: dict[str, dict] = {}  # target experiment id -> {trace id: TraceInfo}, see traces.py
 
     # -- entry point ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import copy
 import logging
 
 from mlflow_sync.identity import TRACE_ID_TAG
+from mlflow_sync.paging import paged
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ def _assessment_key(assessment: dict) -> tuple:
 def import_trace(importer, record: dict) -> str:
     """Create one trace on the importer's target; returns its id there."""
     from mlflow.entities import Assessment, Span, TraceInfo
-    from mlflow.exceptions import MlflowException
     from mlflow.tracing.client import TracingClient
 
     tracing = TracingClient(importer.target.tracking_uri)
@@ -60,12 +60,7 @@ def import_trace(importer, record: dict) -> str:
                 and importer.target.capabilities().ingests_spans)
     if not in_store:
         info_dict["tags"].pop(SPANS_LOCATION_TAG, None)  # the target decides where the file lives
-    try:
-        existing = tracing.get_trace_info(trace_id)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        existing = None
+    existing = _existing_trace(importer, tracing, experiment_id, trace_id)
     if existing is None:
         info_dict["assessments"] = assessments  # created with their source ids by start_trace
         if in_store:
@@ -90,6 +85,30 @@ def import_trace(importer, record: dict) -> str:
         if _assessment_key(assessment) not in present:
             tracing.log_assessment(trace_id, Assessment.from_dictionary(assessment))
     return trace_id
+
+
+def _existing_trace(importer, tracing, experiment_id: str, trace_id: str):
+    """The target's copy of a trace (it keeps the source id), or None.
+
+    MLflow 3.0 routes ``GET /api/2.0/mlflow/traces/<id>`` to a handler that fails with HTTP 500 for
+    every id (measured on 3.0.1; 3.4 answers it), so on targets older than 3.4 the copy is looked up
+    in a listing of its experiment, read once per experiment, by the source id it carries (a 3.0
+    server gives a trace an id of its own)."""
+    from mlflow.exceptions import MlflowException
+
+    if importer.target.capabilities().at_least(3, 4):
+        try:
+            return tracing.get_trace_info(trace_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return None
+    if experiment_id not in importer.target_traces:
+        importer.target_traces[experiment_id] = {
+            (trace.info.tags or {}).get(TRACE_ID_TAG) or trace.info.trace_id: trace.info for trace in paged(
+                lambda token: tracing.search_traces(locations=[experiment_id], max_results=100, page_token=token,
+                                                    include_spans=False))}
+    return importer.target_traces[experiment_id].get(trace_id)
 
 
 def _write_span_file(importer, tracing, target_info, spans: list) -> None:

@@ -521,7 +521,9 @@ def dump_traces() -> dict:
             }
             if spans_error:
                 entry["spans_error"] = spans_error
-            traces[trace_id] = entry
+            # keyed by the source trace's id: kept by a target that keeps ids, carried in the importer's
+            # source-id tag where the server gives a trace an id of its own (MLflow 3.0)
+            traces[(info.tags or {}).get("mlflow_exim.trace_info.trace_id") or trace_id] = entry
     return traces
 
 
