@@ -47,7 +47,8 @@ def is_trace_span_download(response: requests.Response) -> bool:
 
 
 def is_transient(response: requests.Response) -> bool:
-    """A response worth retrying: 408, 429, 5xx, or MLflow's 400 for a busy database."""
+    """A response worth retrying: 408, 429, 500, 502, 503, 504 (not 501 or 505: retrying will not help),
+    or MLflow's 400 for a busy database; a 500 for a trace's missing span file is final."""
     if response.status_code == 500 and is_trace_span_download(response):
         return False
     if response.status_code in RETRYABLE_STATUS:
