@@ -14,6 +14,7 @@ from mlflow_sync.export_format import ExportLayout, load_manifest, read_json, wr
 from mlflow_sync.inventory import (
     InventoryMismatch,
     carried_counts,
+    count_target,
     shortfalls,
     take_inventory,
     take_source_inventory,
@@ -104,10 +105,8 @@ def import_export(target: Server, source_location: str, work_dir: Path, *, optio
         id_map = journal.write_id_map(work_dir)
     finally:
         journal.close()
-    after = take_inventory(target, uncarried_kinds=False)
-    expected = {kind: n for kind, n in manifest["counts"].items() if options.carries(kind)}
-    short = shortfalls(expected, carried_counts(after, frozenset()), expected_what="in the export",
-                       found_what="on the target")
+    after, short = count_target(target, {kind: n for kind, n in manifest["counts"].items() if options.carries(kind)},
+                                expected_what="in the export")
     result = MigrateResult(
         action="import", work_dir=str(work_dir), counts={"imported": dict(outcome.done),
                                                           "already_there": dict(outcome.skipped)},

@@ -125,6 +125,14 @@ def shortfalls(expected: dict[str, int], found: dict[str, int], *, expected_what
             for kind, count in expected.items() if kind in CARRIED_KINDS and found.get(kind, 0) < count]
 
 
+def count_target(target, expected: dict[str, int], *, expected_what: str) -> tuple[Inventory, list[str]]:
+    """Count the target after a job; returns its inventory and a line per kind it holds fewer of
+    than ``expected`` (see :func:`shortfalls`)."""
+    after = take_inventory(target, uncarried_kinds=False)
+    return after, shortfalls(expected, carried_counts(after, frozenset()), expected_what=expected_what,
+                             found_what="on the target")
+
+
 class InventoryMismatch(SyncError):
     """The counts say something the source holds was not carried."""
 

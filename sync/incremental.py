@@ -1,14 +1,14 @@
 """One-way incremental sync (``mlflow-sync sync``): a warm standby that costs what changed.
 
-A cycle, under the lock of sync_state.py:
+A cycle, under the lock of state.py:
 
 1. find what changed on the source since the last successful cycle and export it into
-   ``<work dir>/delta`` (sync_changes.py);
+   ``<work dir>/delta`` (changes.py);
 2. import it with the migrate importer and the work directory's journal (``journal.jsonl``, the
    same source-id idempotence as ``import``): new objects are created once, however often a
    cycle is repeated or killed; objects the journal holds but that changed are marked for the
    importer again (experiments, registered models, prompts, logged models) or refreshed by
-   difference (runs, model edits; sync_refresh.py);
+   difference (runs, model edits; refresh.py);
 3. with ``--delete`` only, mirror deletions of runs, model versions, aliases and models;
 4. save the state (atomically). A cycle that fails saves nothing, so the next one repeats it.
 """
@@ -26,7 +26,7 @@ from mlflow_sync import output
 from mlflow_sync.config import DEFAULT_SYNC_OVERLAP_MINUTES
 from mlflow_sync.connection import Server
 from mlflow_sync.export_format import ExportLayout, write_json
-from mlflow_sync.inventory import InventoryMismatch, carried_counts, shortfalls, take_inventory, take_source_inventory
+from mlflow_sync.inventory import InventoryMismatch, carried_counts, count_target, take_source_inventory
 from mlflow_sync.journal import CREATED, Journal
 from mlflow_sync.migrate import Importer, ImportOptions, Outcome
 from mlflow_sync.sync.changes import ChangeFinder, Delta
@@ -47,10 +47,10 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
     """Run one sync cycle; returns its report (also written to ``sync-report.json``).
 
     ``overlap_minutes``: how far before the previous cycle's start this one looks for runs (clients
-    whose clocks run behind); see sync_changes.py for what the overlap costs."""
+    whose clocks run behind); see changes.py for what the overlap costs."""
     started = time.monotonic()
     cycle_start_ms = int(time.time() * 1000)
-    overlap_ms = round(overlap_minutes * 60_000)
+    overlap_ms = _overlap_ms(overlap_minutes)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state = SyncState.load(work_dir, source.display, target.display)
@@ -61,8 +61,8 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
             layout = ExportLayout(work_dir / DELTA_DIR)
             if layout.root.exists():
                 shutil.rmtree(layout.root)  # a crashed cycle's delta: this cycle's window covers it again
-            finder = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
-                                  overlap_ms=overlap_ms, carry_deleted_runs="deleted_runs" not in skip_kinds)
+            finder = _change_finder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
+                                    overlap_minutes=overlap_minutes, skip_kinds=skip_kinds)
             delta = finder.find_and_export()
             outcome = _apply(delta, target, layout, journal, mirror_deletes=mirror_deletes, workers=workers)
             journal.write_id_map(work_dir)
@@ -77,9 +77,7 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
             "failures": outcome.as_dict()["failures"], "seconds": round(time.monotonic() - started, 2),
             "requests": {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()},
         }
-        after = take_inventory(target, uncarried_kinds=False)
-        short = shortfalls(carried_counts(inventory, skip_kinds), carried_counts(after, frozenset()),
-                           expected_what="on the source", found_what="on the target")
+        after, short = count_target(target, carried_counts(inventory, skip_kinds), expected_what="on the source")
         report["inventory"] = {"source": inventory.as_dict(), "target_after": after.as_dict(), "short": short}
         write_json(work_dir / REPORT, report)
         outcome.raise_if_failed(f"sync into {target.display} (report: {work_dir / REPORT}; run again to retry)")
@@ -105,9 +103,8 @@ def plan_sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes:
         journal = Journal(Path(scratch) / JOURNAL)
         try:
             layout = ExportLayout(Path(scratch) / DELTA_DIR)
-            finder = ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
-                                  overlap_ms=round(overlap_minutes * 60_000),
-                                  carry_deleted_runs="deleted_runs" not in skip_kinds)
+            finder = _change_finder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
+                                    overlap_minutes=overlap_minutes, skip_kinds=skip_kinds)
             delta = finder.find_and_export()
             artifact_bytes = sum(p.stat().st_size for p in layout.root.rglob("*")
                                  if p.is_file() and "artifacts" in p.relative_to(layout.root).parts)
@@ -116,6 +113,16 @@ def plan_sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes:
     return {"source": source.display, "target": target.display, "cycle": state.cycles + 1,
             "first": state.last_sync_ms is None, "changes": delta.counts(), "artifact_bytes": artifact_bytes,
             "window": {"since_ms": finder.since, "overlap_minutes": overlap_minutes}}
+
+
+def _change_finder(source: Server, layout: ExportLayout, journal: Journal, state: SyncState, *, mirror_deletes: bool,
+                   workers: int, overlap_minutes: float, skip_kinds: frozenset[str]) -> ChangeFinder:
+    return ChangeFinder(source, layout, journal, state, mirror_deletes=mirror_deletes, workers=workers,
+                        overlap_ms=_overlap_ms(overlap_minutes), carry_deleted_runs="deleted_runs" not in skip_kinds)
+
+
+def _overlap_ms(overlap_minutes: float) -> int:
+    return round(overlap_minutes * 60_000)
 
 
 def _apply(delta: Delta, target: Server, layout: ExportLayout, journal: Journal, *, mirror_deletes: bool,

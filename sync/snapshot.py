@@ -1,6 +1,6 @@
 """Point-in-time snapshots of a tracking server: create, list, verify, restore, prune.
 
-A snapshot is a full export (see exporter.py) whose files are stored content-addressed by
+A snapshot is a full export (see migrate/exporter.py) whose files are stored content-addressed by
 sha256 (see snapshot_store.py), plus one manifest per snapshot naming every file, its sha256
 and size, the export's own manifest, the counts, and the client and server versions. A new
 snapshot uploads only the blobs the store does not hold yet, so unchanged runs, artifacts and
@@ -60,6 +60,11 @@ def _new_id(existing: set[str]) -> str:
     return candidate
 
 
+def _held(listing: dict[str, int], info: dict) -> bool:
+    """Does the store (its ``listing``) hold the blob of this manifest entry, at its size?"""
+    return listing.get(blob_key(info["sha256"])) == info["size"]
+
+
 def snapshot_ids(listing: dict[str, int]) -> list[str]:
     """Snapshot ids in a store listing, oldest first (ids sort by time)."""
     prefix = f"{SNAPSHOTS}/"
@@ -83,9 +88,9 @@ def create_snapshot(source: Server, to: str, *, workers: int, staging: Path | No
         export_manifest = load_manifest(ExportLayout(export_dir))
         stored_files = stored_bytes = 0
         for relative, info in export_manifest["files"].items():
-            key = blob_key(info["sha256"])
-            if listing.get(key) == info["size"]:
+            if _held(listing, info):
                 continue
+            key = blob_key(info["sha256"])
             store.put_file(export_dir / relative, key)
             listing[key] = info["size"]
             stored_files += 1
@@ -289,8 +294,7 @@ def plan_restore(location: str, target: Server, work_dir: Path, *, snapshot_id: 
     if not (work_dir / migrate.JOURNAL).exists():
         _require_empty(target)
     files = snapshot["export_manifest"]["files"]
-    absent = sorted(relative for relative, info in files.items()
-                    if listing.get(blob_key(info["sha256"])) != info["size"])
+    absent = sorted(relative for relative, info in files.items() if not _held(listing, info))
     return {"snapshot": snapshot["id"], "repo": store.uri, "target": target.display, "counts": snapshot["counts"],
             "bytes": snapshot["total_bytes"], "files": len(files),
             "files_missing_from_repo": absent, "resumes": (work_dir / migrate.JOURNAL).exists()}
@@ -357,7 +361,7 @@ def rebuild_export(location: str, snapshot_id: str | None, local: Path, *, keep=
     against its sha256; a damaged snapshot raises. Returns the snapshot id (validate reads snapshots so)."""
     store, snapshot, listing = open_snapshot(location, snapshot_id)
     files = {relative: info for relative, info in snapshot["export_manifest"]["files"].items() if keep(relative)}
-    absent = {blob_key(i["sha256"]) for i in files.values() if listing.get(blob_key(i["sha256"])) != i["size"]}
+    absent = {blob_key(info["sha256"]) for info in files.values() if not _held(listing, info)}
     selected = {**snapshot, "export_manifest": {**snapshot["export_manifest"], "files": files}}
     rebuilt = materialize(store, selected, local, leave_out=absent, workers=workers)
     damaged = sorted(set(files) - set(rebuilt["files"]))

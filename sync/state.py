@@ -47,7 +47,7 @@ class SyncState:
     settled_runs: dict[str, int] = field(default_factory=dict)  # finished, copied: id -> latest of start/end time
     experiments: dict[str, str] = field(default_factory=dict)  # source id -> fingerprint
     logged_models: dict[str, str] = field(default_factory=dict)  # source id -> fingerprint (recent ones)
-    registered_models: dict[str, dict] = field(default_factory=dict)  # name -> see sync_changes.model_state
+    registered_models: dict[str, dict] = field(default_factory=dict)  # name -> see changes.model_state
     prompts: dict[str, dict] = field(default_factory=dict)
     deleted_runs: list[str] = field(default_factory=list)  # source ids already deleted on the target
     version: int = STATE_VERSION

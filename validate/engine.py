@@ -95,7 +95,6 @@ class Comparison:
         self.options = options
         self.results: list[ObjectResult] = []
         self.ignored = 0
-        self.unavailable: ConnectionFailure | None = None  # the first side found unavailable: stops the job
         self.run_map: dict[str, str] = {}  # source run id -> target run id
         self.model_map: dict[str, str] = {}  # source logged model id -> target logged model id
         self.source_model_of: dict[str, str] = {}  # the inverse of model_map
@@ -126,17 +125,14 @@ class Comparison:
         self.results.append(ObjectResult(status, kind, path, experiment, **fields))
 
     def error(self, kind: str, path: str, exc: BaseException, experiment: str | None = None) -> None:
+        """An object that could not be read is a ``!`` result; a side that stayed unavailable for the
+        whole retry budget stops the validation instead (exit 3, as for migrate): what was not read
+        is not a difference."""
+        stop = sync_error_in(exc)
+        if isinstance(stop, ConnectionFailure):
+            raise stop
         log.warning("could not read %s: %s", path, first_line(exc))
         self.add(Status.ERROR, kind, path, experiment, detail=first_line(exc))
-        stop = sync_error_in(exc)
-        if isinstance(stop, ConnectionFailure) and self.unavailable is None:
-            self.unavailable = stop
-
-    def stop_if_unavailable(self) -> None:
-        """A side that stayed unavailable for the whole retry budget stops the validation (exit 3,
-        as for migrate): what was not read is not a difference."""
-        if self.unavailable is not None:
-            raise self.unavailable
 
     def tag_ignored(self, key: str) -> bool:
         return any(fnmatchcase(key, pattern) for pattern in self.options.ignored_tags)
@@ -175,35 +171,27 @@ class Comparison:
         try:
             pairs = self.experiments()
             if pairs is None:
-                self.stop_if_unavailable()
                 return self.results
             wants = self.wants
             needs_runs = any(map(wants, ("runs", "artifacts", "logged_models", "registered_models", "traces")))
             if needs_runs:
-                self.stop_if_unavailable()
                 self.read_runs(pairs)
             models = self.logged_models(pairs) if wants("logged_models") or wants("runs") else None
             if wants("runs") or wants("artifacts"):
-                self.stop_if_unavailable()
                 self.compare_runs(pairs)
             if models is not None and wants("logged_models"):
                 self.compare_logged_models(*models)
             if wants("registered_models"):
-                self.stop_if_unavailable()
                 self.registered_models()
             if wants("traces"):
-                self.stop_if_unavailable()
                 self.traces(pairs)
             if wants("prompts"):
-                self.stop_if_unavailable()
                 self.prompts()
             if wants("evaluation_datasets"):
-                self.stop_if_unavailable()
                 self.evaluation_datasets()
         finally:
             self.bulk_pool.shutdown(wait=True, cancel_futures=True)
             self.pool.shutdown(wait=True, cancel_futures=True)
-        self.stop_if_unavailable()
         self.results.sort(key=lambda result: result.path)
         return self.results
 
