@@ -13,6 +13,7 @@ import shutil
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from mlflow_sync.artifacts import list_entries, list_files
@@ -67,7 +68,6 @@ class Exporter:
         self._history_reader = HistoryReader(source)
         self._selected_runs: set[str] = set()
         self.notes: list[str] = []  # what the export carries other than the source has it, for the report
-        self._model_inputs_possible = False
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -80,11 +80,10 @@ class Exporter:
             log.warning("the source %s (MLflow %s) has no %s: %s not exported", self.source.display,
                         capabilities.version or "of unknown version", ", ".join(k.replace("_", " ") for k in lacking),
                         "they are" if len(lacking) > 1 else "it is")
-        experiments = self._experiments()
+        experiments = self.selected_experiments
         self._require_named_models()
         self.layout.root.mkdir(parents=True, exist_ok=True)
         self.layout.manifest.unlink(missing_ok=True)  # a re-export: the old manifest no longer describes the files
-        self._model_inputs_possible = capabilities.logged_models and self._any_logged_model(experiments)
         for experiment in experiments:
             self.export_experiment(experiment)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="export-run") as pool:
@@ -94,7 +93,7 @@ class Exporter:
                 if capabilities.logged_models and self.filters.carries("logged_models"):
                     self._export_logged_models(experiment)
                 if capabilities.traces and self.filters.carries("traces"):
-                    self._export_traces(experiment)
+                    self.export_traces([experiment])
             run_jobs.wait_all()
         self._export_registered_models()
         if capabilities.evaluation_datasets and self.filters.carries("evaluation_datasets"):
@@ -142,7 +141,7 @@ class Exporter:
             return sum(entry.file_size or 0 for entry in list_entries(repo, None))
 
         view = ViewType.ALL if self.filters.include_deleted_runs else ViewType.ACTIVE_ONLY
-        experiments = self._experiments()
+        experiments = self.selected_experiments
         self._require_named_models()
         for experiment in experiments:
             counts["experiments"] += 1
@@ -167,7 +166,7 @@ class Exporter:
             counts[kind] = len(records)
             counts[versions_kind] = sum(n for _, n in records)
         if capabilities.evaluation_datasets:
-            counts["evaluation_datasets"] = sum(1 for _ in self.selected_datasets(self._experiments()))
+            counts["evaluation_datasets"] = sum(1 for _ in self.selected_datasets(self.selected_experiments))
         return {"source": self.source.display, "mlflow_version": capabilities.version, "counts": counts,
                 "bytes": artifact_bytes, "source_lacks": capabilities.lacking}
 
@@ -229,7 +228,9 @@ class Exporter:
 
     # -- experiments ---------------------------------------------------------------------------
 
-    def _experiments(self) -> list:
+    @cached_property
+    def selected_experiments(self) -> list:
+        """The experiments the filters select (every one without filters), listed once."""
         from mlflow.entities import ViewType
 
         wanted = set(self.filters.experiments)
@@ -243,13 +244,18 @@ class Exporter:
             raise UsageError(f"no experiment named {sorted(missing)[0]!r} on the source {self.source.display}")
         return experiments
 
-    def _any_logged_model(self, experiments) -> bool:
-        """Could a run have logged models as inputs? Only if the selected experiments hold any.
+    @cached_property
+    def _model_inputs_possible(self) -> bool:
+        """Could a run have logged models as inputs (or outputs)? Only if the selected experiments
+        hold any, on a server that has logged models. Derived on first use, so every caller of
+        :meth:`export_run` (an export, a sync cycle) reads them the same way.
 
         ``runs/search`` answers without model inputs (MLflow loads them in ``runs/get`` only), so
         when logged models exist each run costs one ``runs/get`` more; without any, nothing more.
         """
-        ids = [e.experiment_id for e in experiments]
+        if not self.source.capabilities().logged_models:
+            return False
+        ids = [e.experiment_id for e in self.selected_experiments]
         return any(
             self.client.search_logged_models(experiment_ids=ids[start:start + 50], max_results=1)
             for start in range(0, len(ids), 50)
@@ -364,33 +370,43 @@ class Exporter:
 
     # -- traces --------------------------------------------------------------------------------
 
-    def _export_traces(self, experiment) -> None:
-        """Every trace, with its spans where the source has them.
+    def export_traces(self, experiments, *, condition: str | None = None, skip=lambda trace_id: False) -> int:
+        """Every trace of these experiments (matching the search ``condition``, and not ``skip``-ped),
+        with its spans where the source has them; returns how many were written.
 
         Upstream defect (see upstream.py, "traces without spans"): ``search_traces(include_spans=True)``
         silently leaves out a trace whose span data cannot be downloaded. The trace infos come
         from a search without spans, the spans from a second search; a trace missing from the
-        second is exported without spans, with a warning. MLflow downloads span files stored as
-        artifacts through its *global* tracking URI, hence ``activate()``.
+        second is exported without spans, with a warning and a note. MLflow downloads span files
+        stored as artifacts through its *global* tracking URI, hence ``activate()``.
         """
+        names = {experiment.experiment_id: experiment.name for experiment in experiments}
+
         def search(include_spans: bool):
             return paged(lambda token: self.client.search_traces(
-                locations=[experiment.experiment_id], max_results=100, page_token=token, include_spans=include_spans))
+                locations=list(names), filter_string=condition, max_results=100, page_token=token,
+                include_spans=include_spans))
 
         with self.source.activate():  # span files behind mlflow-artifacts:/ resolve through the global URI
             with_spans = {trace.info.trace_id: trace for trace in search(include_spans=True)}
+        written = 0
         for info_only in search(include_spans=False):
             trace_id = info_only.info.trace_id
+            if skip(trace_id):
+                continue
             trace = with_spans.get(trace_id, info_only)
-            record = trace.to_dict()
+            experiment_id = trace.info.trace_location.mlflow_experiment.experiment_id
             if not trace.data.spans:
+                name = names.get(experiment_id, experiment_id)
                 log.warning("trace %s of experiment %r has no spans on the source; exported without spans",
-                            trace_id, experiment.name)
+                            trace_id, name)
                 self.outcome.count("traces_without_spans")
-                self.notes.append(f"trace {trace_id} (experiment {experiment.name!r}) exported without spans: the "
+                self.notes.append(f"trace {trace_id} (experiment {name!r}) exported without spans: the "
                                   "source server holds none for it")
-            write_record(self.layout.trace_file(experiment.experiment_id, trace_id), record)
+            write_record(self.layout.trace_file(experiment_id, trace_id), trace.to_dict())
             self.outcome.count("traces")
+            written += 1
+        return written
 
     # -- registered models and prompts ---------------------------------------------------------
 

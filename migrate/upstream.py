@@ -59,7 +59,7 @@ DEFECTS: tuple[Defect, ...] = (
         "Model inputs and outputs are exported as model ids (outputs with their step) and logged "
         "with log_inputs/log_outputs, mapped to the imported logged models. MLflow's runs/search "
         "leaves model inputs out: when the source holds logged models, each run is read with "
-        "runs/get as well (Exporter._any_logged_model).",
+        "runs/get as well (Exporter._model_inputs_possible).",
         "mlflow_sync.migrate.importer:Importer._log_inputs_outputs",
         "tests/migrate/test_upstream_defects.py::test_model_inputs_and_spanless_traces_arrive",
     ),
@@ -70,7 +70,7 @@ DEFECTS: tuple[Defect, ...] = (
         "(FileNotFoundError, then AttributeError request_id), dropping the rest of the experiment.",
         "Trace infos come from a search without spans, spans from a second search; a trace without "
         "spans is exported (warning) and imported from its info alone.",
-        "mlflow_sync.migrate.exporter:Exporter._export_traces",
+        "mlflow_sync.migrate.exporter:Exporter.export_traces",
         "tests/migrate/test_upstream_defects.py::test_model_inputs_and_spanless_traces_arrive",
     ),
     Defect(

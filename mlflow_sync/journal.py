@@ -2,7 +2,7 @@
 
 Each line is ``{"kind", "source", "target", "state", ...}``. A line is written (and flushed to
 the OS, which keeps it across a SIGKILL of this process) right after the server confirmed the
-step. A torn last line from a kill is ignored. The journal alone cannot know about an object
+step. A torn last line from a kill is cut off on the next open. The journal alone cannot know about an object
 the server created just before the kill: the importer also looks for objects carrying their
 source-id tag before creating anything it has no line for.
 """

@@ -313,15 +313,13 @@ class ChangeFinder:
             self.delta.logged_models[model.model_id] = fp
 
     def _traces(self, experiment_ids: list[str]) -> None:
-        condition = None if self.since is None else f"trace.timestamp_ms >= {self.since}"
-        for trace in paged(lambda t: self.client.search_traces(
-                locations=experiment_ids, filter_string=condition, max_results=100, page_token=t,
-                include_spans=True)):
-            if self.journal.is_done("trace", trace.info.trace_id):
-                continue
-            experiment_id = trace.info.trace_location.mlflow_experiment.experiment_id
-            write_json(self.layout.trace_file(experiment_id, trace.info.trace_id), trace.to_dict())
-            self.delta.traces += 1
+        """New traces, read as the exporter reads them (spans of artifact-backed traces included, a
+        trace whose spans the source lacks carried without them and noted)."""
+        chosen = set(experiment_ids)
+        self.delta.traces += self.exporter.export_traces(
+            [e for e in self.delta.experiments if e.experiment_id in chosen],
+            condition=None if self.since is None else f"trace.timestamp_ms >= {self.since}",
+            skip=lambda trace_id: self.journal.is_done("trace", trace_id))
 
     # -- registered models and prompts -----------------------------------------------------------
 

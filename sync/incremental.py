@@ -74,7 +74,8 @@ def sync(source: Server, target: Server, work_dir: Path, *, mirror_deletes: bool
             "window": {"since_ms": finder.since, "overlap_minutes": overlap_minutes, "runs_read": len(delta.seen_runs),
                        "settled_runs_left_out": len(delta.excluded_runs)},
             "imported": dict(outcome.done), "already_there": dict(outcome.skipped),
-            "failures": outcome.as_dict()["failures"], "seconds": round(time.monotonic() - started, 2),
+            "failures": outcome.as_dict()["failures"], "notes": finder.exporter.notes,
+            "seconds": round(time.monotonic() - started, 2),
             "requests": {"source": source.requests_by_endpoint(), "target": target.requests_by_endpoint()},
         }
         after, short = count_target(target, carried_counts(inventory, skip_kinds), expected_what="on the source")

@@ -145,3 +145,26 @@ def test_an_older_target_is_refused_the_kinds_it_cannot_hold_before_anything_is_
     for kind in ("logged_models", "traces", "prompts"):
         assert kind in err and f"--skip-kind {kind.replace('_', '-')}" in err
     assert _counts(target) == before  # nothing written
+
+
+@pytest.mark.parametrize("source_version", ["2.16.2", "3.0.1", CURRENT])
+def test_sync_from_an_older_source_carries_everything_and_counts_both_sides(source_version, servers, filled, moto,
+                                                                            tmp_path, capsys):
+    """sync reads older servers with the same client code as migrate, plus its own window searches and
+    the inventory it now takes of both sides: a first cycle carries every object (its own client's
+    dump finds them equal), a second finds nothing new, and neither reports a shortfall."""
+    source, _, source_dump = filled(source_version)
+    target = servers(CURRENT, "target")
+    target.reset()
+    args = ["sync", "--source", source.url, "--target", target.url, "--work-dir", str(tmp_path / "standby"), "--quiet"]
+    counts = []
+    for _ in range(2):
+        assert main(args) == 0, capsys.readouterr().err
+        report = json.loads((tmp_path / "standby" / "sync-report.json").read_text())
+        assert report["failures"] == [] and report["inventory"]["short"] == [] and report["notes"] == []
+        counts.append(_counts(target))
+    assert report["changes"]["new_runs"] == 0 and counts[1] == counts[0]  # the second cycle created nothing
+    target_dump = run_json(CURRENT, "dump.py", tracking_uri=target.url, moto=moto)
+    kinds = sorted(source_dump["kinds"])
+    differences = compare(source_dump, target_dump, kinds)
+    assert differences == [], "\n".join(differences)
